@@ -50,6 +50,12 @@ options:
   min_memory_mib:
     description: Fail when a GPU has less memory than this (an RTX 5090 reports 32607 MiB).
     type: int
+  pci_only:
+    description:
+      - Only look for NVIDIA GPUs on the PCI bus (sysfs); needs no driver. Fails when none is
+        found. Used by preflight, before a driver is installed.
+    type: bool
+    default: false
   image:
     description:
       - Run the in-image probe inside this image (Docker SDK), with the GPUs attached.
@@ -209,6 +215,7 @@ def run_probe_in_image(module, params):
         module.fail_json(msg="the image probe needs the Python 'docker' SDK on the managed host (pip/apt: python3-docker)")
     try:
         client = docker.DockerClient(base_url=params["docker_host"], timeout=params["probe_timeout"])
+        client.images.get(params["image"])  # never pull: verify what is on this host
         kwargs = {
             "image": params["image"],
             "entrypoint": ["python3", "-c", probe_source()],
@@ -253,6 +260,7 @@ def main():
             sysfs_pci_path=dict(type="path", default="/sys/bus/pci/devices"),
             expected_gpu_count=dict(type="int"),
             min_memory_mib=dict(type="int"),
+            pci_only=dict(type="bool", default=False),
             image=dict(type="str"),
             probe_python=dict(type="path"),
             probe_runtime=dict(type="str", default="nvidia"),
@@ -281,6 +289,14 @@ def main():
 
     result = dict(changed=False)
     result["pci_devices"] = scan_pci(params["sysfs_pci_path"])
+    if params["pci_only"]:
+        if not result["pci_devices"]:
+            module.fail_json(
+                msg="no NVIDIA GPU on PCI (no vendor 0x10de display/3D device under %s): this box has no GPU "
+                "the driver could use; check the card is seated and powered" % params["sysfs_pci_path"],
+                **result
+            )
+        module.exit_json(**result)
 
     try:
         with open(params["driver_version_file"]) as handle:
