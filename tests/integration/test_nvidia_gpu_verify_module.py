@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from ansible_run import run_module
-from conftest import FIXTURES, ROOT
+from helpers import FIXTURES, ROOT
 
 STANDIN = os.path.join(ROOT, "lab", "standin", "nvidia-smi")
 PROFILES = {

@@ -13,7 +13,7 @@ from bwfleet_nvidia import (
     parse_smi_xml,
     scan_pci,
 )
-from conftest import fixture_text
+from helpers import fixture_text
 
 H100 = "h100-580"
 R5090 = "rtx5090-derived"

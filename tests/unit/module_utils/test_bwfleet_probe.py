@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from bwfleet_probe import diagnose
-from conftest import ROOT, fixture_text
+from helpers import ROOT, fixture_text
 
 H100_REPORT = json.loads(fixture_text("h100-580", "probe-host-python.json"))
 

@@ -1,0 +1,43 @@
+# bw-fleet: the two commands of README.md, and the pieces they are made of.
+#   make lab    set up this machine, create the lab hosts, run site.yml on them
+#   make test   set up this machine, lint, unit + integration tests, molecule scenarios
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONUNBUFFERED := 1
+
+LAB_HOSTS ?= 2
+SCENARIOS ?= default
+
+.PHONY: lab test deps lab-up lab-down lint unit molecule bench clean
+
+lab: deps lab-up
+	ansible-playbook site.yml -i inventories/lab
+
+test: deps lint unit molecule
+
+deps:
+	./scripts/bootstrap
+
+lab-up:
+	lab/labctl up --count $(LAB_HOSTS)
+
+lab-down:
+	lab/labctl down
+
+lint:
+	yamllint -s .
+	ansible-lint --profile production --offline
+
+unit:
+	pytest -q tests
+
+molecule:
+	@for s in $(SCENARIOS); do echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+
+bench: deps
+	bench/run
+
+clean: lab-down
+	rm -rf .cache/facts .pytest_cache
