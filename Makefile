@@ -8,23 +8,31 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONUNBUFFERED := 1
 
 LAB_HOSTS ?= 2
-SCENARIOS ?= default
+SCENARIOS ?= default fleet
 
-.PHONY: lab test deps lab-up lab-down lint unit molecule bench clean
+export BWLAB_ROOT := $(CURDIR)
+
+.PHONY: lab test deps lab-image lab-up lab-down lint unit molecule bench clean
 
 lab: deps lab-up
 	ansible-playbook site.yml -i inventories/lab
 
-test: deps lint unit molecule
+test: deps lint lab-image unit molecule
 
 deps:
 	./scripts/bootstrap
 
-lab-up:
+lab-image:
+	lab/labctl image
+	lab/repo build
+
+lab-up: lab-image
 	lab/labctl up --count $(LAB_HOSTS)
+	lab/repo up
 
 lab-down:
 	lab/labctl down
+	lab/repo down
 
 lint:
 	yamllint -s .

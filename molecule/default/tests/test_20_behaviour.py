@@ -1,0 +1,104 @@
+"""Behaviour on the converged host: check mode, refused input, restarts, upgrades."""
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+from lab_run import playbook, recap  # noqa: E402
+
+HOST = "bwmol-default-1"
+
+
+def snapshot(host):
+    """What a refused run must leave as it was."""
+    files = ["/etc/docker/daemon.json", "/etc/systemd/system/sglang-main.service", "/etc/modprobe.d/blacklist-nouveau.conf"]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(host.file(path).content)
+    return (
+        digest.hexdigest(),
+        host.check_output("dpkg --get-selections | grep -i nvidia"),
+        host.check_output("ls /etc/apt/sources.list.d"),
+        host.check_output("systemctl show -p InvocationID --value sglang-main"),
+    )
+
+
+def test_check_mode_on_a_converged_host_changes_nothing(host):
+    rc, out = playbook("site.yml", "--check")
+    assert rc == 0, out[-3000:]
+    assert recap(out, HOST)["changed"] == 0
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({"nvidia_driver_branch": "550"}, "needs driver branch >= 570 with the open kernel modules"),
+        ({"nvidia_driver_flavour": "proprietary"}, "needs driver branch >= 570 with the open kernel modules"),
+        ({"nvidia_driver_branch": "latest"}, 'nvidia_driver_branch must be a three-digit branch such as "570"'),
+        ({"preflight_min_memory_mb": "lots"}, "preflight_min_memory_mb"),
+        ({"nvidia_driver_source": "ppa"}, "nvidia_driver_source"),
+        ({"sglang_service_instances": [{"name": "Main GPU", "port": 8000}]}, "unique lower-case names"),
+        ({"preflight_disk_requirements": [{"path": "/var/lib/docker", "min_free_gb": 100000, "why": "the image"}]},
+         "the image needs 100000 GB: free space or move it to a larger disk"),
+    ],
+)
+def test_refused_input_fails_clearly_and_changes_nothing(host, extra, expected):
+    before = snapshot(host)
+    rc, out = playbook("site.yml", extra=extra)
+    assert rc != 0
+    assert expected in " ".join(out.split()), out[-3000:]
+    assert snapshot(host) == before
+
+
+def invocation(host):
+    return host.check_output("systemctl show -p InvocationID --value sglang-main")
+
+
+def wait_api(host, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if host.run("curl -sf --max-time 5 http://127.0.0.1:8000/health").rc == 0:
+            return True
+        time.sleep(2)
+    return False
+
+
+def test_changing_one_argument_restarts_exactly_once(host):
+    args = ["/models/tiny-qwen3", "--device", "cpu", "--log-level", "info"]
+    first = invocation(host)
+    rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
+    assert rc == 0, out[-3000:]
+    second = invocation(host)
+    assert second != first
+    assert json.loads(host.check_output("docker inspect sglang-main"))[0]["Args"][3:5] == ["--log-level", "info"]
+    rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
+    assert rc == 0 and recap(out, HOST)["changed"] == 0
+    assert invocation(host) == second
+
+
+def test_killed_container_comes_back(host):
+    old = host.check_output("docker inspect -f '{{.Id}}' sglang-main")
+    host.run("docker kill sglang-main")
+    deadline = time.time() + 90
+    new = old
+    while time.time() < deadline and new in (old, ""):
+        time.sleep(2)
+        new = host.run("docker inspect -f '{{.Id}}' sglang-main").stdout.strip()
+    assert new and new != old, "systemd did not bring the container back"
+    assert wait_api(host), "the API did not answer again"
+
+
+def test_driver_branch_upgrade_570_to_580(host):
+    rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580"})
+    assert rc == 0, out[-4000:]
+    assert "Reboot (the loaded kernel module (570." in out  # the old module was loaded: a reboot was needed and done
+    assert host.package("nvidia-driver-580-open").is_installed
+    assert not host.package("nvidia-driver-570-open").is_installed
+    assert "hold" in host.check_output("dpkg --get-selections nvidia-driver-580-open")
+    assert "580.95.05" in host.file("/run/bwlab/nvidia/version").content_string
+    assert wait_api(host, 180), "the service did not come back after the reboot"
