@@ -38,7 +38,7 @@ def answers(name, seconds=60):
 def v3():
     before = {h: running_image(h) for h in HOSTS}
     invocations = {h: host(h).check_output("systemctl show -p InvocationID --value sglang-main") for h in HOSTS}
-    rc, out = playbook("playbooks/rollout.yml", "-e", "@molecule/fleet/stack-v3-broken.yml",
+    rc, out = playbook("playbooks/rollout.yml", "-e", "@molecule/fleet/vars/stack-v3-broken.yml",
                        "-e", "rollout_report_dir=" + REPORTS, timeout=1500)
     with open(os.path.join(REPORTS, "rollout.json")) as handle:
         report = {row["host"]: row for row in json.load(handle)["hosts"]}
