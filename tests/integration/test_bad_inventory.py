@@ -1,0 +1,66 @@
+"""A bad inventory fails with a clear error, before anything changes.
+
+The preflight stage is read-only, so these runs use this machine itself (a local connection)
+as the one host of gpu_servers."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+
+
+def run(inventory_text, *extra, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(inventory_text)
+    proc = subprocess.run([PLAYBOOK, "-i", str(inventory), "site.yml", "--tags", "preflight"] + list(extra),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
+    return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+
+
+LOCAL = """
+gpu_servers:
+  hosts:
+    controller:
+      ansible_connection: local
+      ansible_python_interpreter: %s
+""" % sys.executable
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ('{"preflight_min_memory_mb": "lots"}', "preflight_min_memory_mb"),
+        ('{"nvidia_driver_source": "ppa"}', "value of nvidia_driver_source must be one of: cuda_repo, distro, got: ppa"),
+        ('{"sglang_service_instances": ["main"]}', "sglang_service_instances"),
+        ('{"sglang_image_build_strategy": "sometimes"}', "value of sglang_image_build_strategy must be one of: once, each"),
+    ],
+)
+def test_wrong_types_and_choices_fail_in_preflight(tmp_path, extra, expected):
+    rc, out = run(LOCAL, "-e", extra, tmp_path=tmp_path)
+    assert rc != 0
+    assert expected in out, out[-2000:]
+    assert "changed=0" in out
+
+
+def test_no_gpu_on_the_pci_bus_is_named(tmp_path):
+    # This machine has no NVIDIA GPU: preflight says so, with the fix, and still checks the rest.
+    rc, out = run(LOCAL, "-e", '{"preflight_check_kernel_headers": false, "preflight_min_memory_mb": 100}',
+                  tmp_path=tmp_path)
+    assert rc != 0
+    assert "no NVIDIA GPU on PCI (no vendor 0x10de display/3D device under /sys/bus/pci/devices)" in out
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="needs the docker CLI")
+def test_unreachable_host(tmp_path):
+    rc, out = run("gpu_servers:\n  hosts:\n    bwlab-does-not-exist:\n      ansible_connection: community.docker.docker\n",
+                  tmp_path=tmp_path)
+    assert rc == 4
+    assert "UNREACHABLE" in out and "bwlab-does-not-exist" in out
+    assert "unreachable=1" in out
