@@ -97,7 +97,7 @@ def test_container_runs_the_content_tagged_image_with_the_arguments(host):
     assert info["State"]["Running"]
     image = info["Config"]["Image"]
     assert image.startswith("bwfleet/lab-engine:") and len(image.split(":")[1]) == 12
-    assert info["Args"][:3] == ["/models/tiny-qwen3", "--device", "cpu"]
+    assert info["Config"]["Cmd"][:3] == ["/models/tiny-qwen3", "--device", "cpu"]
     assert info["HostConfig"]["Runtime"] == "nvidia"
     assert info["HostConfig"]["ShmSize"] == 1024 ** 3
     record = json.loads(host.file("/etc/sglang/main.json").content_string)

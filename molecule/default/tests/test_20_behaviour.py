@@ -75,7 +75,7 @@ def test_changing_one_argument_restarts_exactly_once(host):
     assert rc == 0, out[-3000:]
     second = invocation(host)
     assert second != first
-    assert json.loads(host.check_output("docker inspect sglang-main"))[0]["Args"][3:5] == ["--log-level", "info"]
+    assert json.loads(host.check_output("docker inspect sglang-main"))[0]["Config"]["Cmd"][3:5] == ["--log-level", "info"]
     rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
     assert rc == 0 and recap(out, HOST)["changed"] == 0
     assert invocation(host) == second
@@ -94,11 +94,28 @@ def test_killed_container_comes_back(host):
 
 
 def test_driver_branch_upgrade_570_to_580(host):
+    # 1. Reboots not allowed: the new branch is installed, the old module stays loaded, and
+    #    the role says so instead of checking a GPU it cannot use yet.
+    rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580", "nvidia_driver_reboot": False})
+    assert rc == 0, out[-4000:]
+    text = " ".join(out.split())
+    assert "REBOOT PENDING on %s: the loaded kernel module (570." % HOST in text
+    assert "is not the installed driver (580.95.05)" in text
+    smi = host.run("nvidia-smi")
+    assert smi.rc == 18 and "Driver/library version mismatch" in smi.stdout  # what an operator would see
+    assert host.package("nvidia-driver-580-open").is_installed
+    assert not host.package("nvidia-driver-570-open").is_installed  # the hold on 570 was released, not "held broken"
+    assert "hold" in host.check_output("dpkg --get-selections nvidia-driver-580-open")
+
+    # 2. Reboots allowed: the role reboots and the new module is loaded.
     rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580"})
     assert rc == 0, out[-4000:]
-    assert "Reboot (the loaded kernel module (570." in out  # the old module was loaded: a reboot was needed and done
-    assert host.package("nvidia-driver-580-open").is_installed
-    assert not host.package("nvidia-driver-570-open").is_installed
-    assert "hold" in host.check_output("dpkg --get-selections nvidia-driver-580-open")
+    assert "Reboot (the loaded kernel module (570." in out
     assert "580.95.05" in host.file("/run/bwlab/nvidia/version").content_string
+    assert host.service("nvidia-persistenced").is_running
+
+    # 3. The CDI spec follows the driver, and the service is back after the reboot.
+    rc, out = playbook("site.yml", "--tags", "nvidia_container_toolkit", extra={"nvidia_driver_branch": "580"})
+    assert rc == 0, out[-4000:]
+    assert "libcuda.so.580.95.05" in host.file("/etc/cdi/nvidia.yaml").content_string
     assert wait_api(host, 180), "the service did not come back after the reboot"

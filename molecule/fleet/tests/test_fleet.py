@@ -50,7 +50,7 @@ def test_v2_rollout_reached_every_host():
     images = {running_image(h) for h in HOSTS}
     assert len(images) == 1, images
     for h in HOSTS:
-        args = json.loads(host(h).check_output("docker inspect sglang-main"))[0]["Args"]
+        args = json.loads(host(h).check_output("docker inspect sglang-main"))[0]["Config"]["Cmd"]
         assert args[:5] == V2_ARGS
 
 
@@ -62,14 +62,14 @@ def test_v3_rollout_stops_with_the_cause(v3):
 def test_canary_is_upgraded(v3):
     assert v3["report"]["bwmol-fleet-1"]["result"] == "upgraded"
     assert running_image("bwmol-fleet-1") != v3["before"]["bwmol-fleet-1"]
-    assert json.loads(host("bwmol-fleet-1").check_output("docker inspect sglang-main"))[0]["Args"][3:5] == ["--log-level", "warning"]
+    assert json.loads(host("bwmol-fleet-1").check_output("docker inspect sglang-main"))[0]["Config"]["Cmd"][3:5] == ["--log-level", "warning"]
     assert answers("bwmol-fleet-1")
 
 
 def test_failed_host_is_restored_and_answers(v3):
     assert v3["report"]["bwmol-fleet-2"]["result"] == "rolled_back"
     assert running_image("bwmol-fleet-2") == v3["before"]["bwmol-fleet-2"]
-    args = json.loads(host("bwmol-fleet-2").check_output("docker inspect sglang-main"))[0]["Args"]
+    args = json.loads(host("bwmol-fleet-2").check_output("docker inspect sglang-main"))[0]["Config"]["Cmd"]
     assert args[:5] == V2_ARGS  # v2's arguments again
     assert answers("bwmol-fleet-2")
     record = json.loads(host("bwmol-fleet-2").file("/etc/sglang/main.json").content_string)
