@@ -102,6 +102,8 @@ def probe():
     return report
 
 
+# bwfleet_versions.sm_name's twin on purpose: this file runs alone inside the image
+# (`python3 -c`), where no other module_utils can be imported.
 def _sm(capability):
     major, _, minor = str(capability).partition(".")
     return "sm_%d%d" % (int(major), int(minor or 0))
