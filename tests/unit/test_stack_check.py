@@ -2,6 +2,7 @@
 role's own template with the recipe, the rendered Dockerfile's pip-check step (the real shell, run
 against pip check outputs), and the in-image probe's pip check rule."""
 
+import glob
 import importlib.machinery
 import importlib.util
 import json
@@ -89,3 +90,39 @@ def test_probe_pip_rule_is_the_same(monkeypatch, output, rc, passes):
     assert ok is passes, text
     if rc and passes:
         assert text == "pip check: only known upstream faults: %s (recipe: cp36 wheel tag)" % DECORD
+
+
+def _check_server_args():
+    path = os.path.join(ROOT, "scripts", "check-server-args")
+    loader = importlib.machinery.SourceFileLoader("check_server_args_digest", path)
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("check_server_args_digest", loader))
+    loader.exec_module(mod)
+    return mod
+
+
+def test_every_sglang_recipe_has_a_passing_stack_check_for_its_current_content():
+    csa = _check_server_args()
+    with open(os.path.join(ROOT, "docs", "STACKS.md")) as handle:
+        results = re.findall(r"^### (\S+ \S+) UTC: `([^`]+)`: (PASS|FAIL), digest `([0-9a-f]{12})`", handle.read(), re.M)
+    missing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "stacks", "*.yml"))):
+        recipe = csa.load_recipe_file(path)
+        if not recipe.get("sglang"):
+            continue
+        name, digest = recipe["name"], csa.recipe_digest(recipe)
+        newest = next((r for r in results if r[1] == name), None)  # newest first
+        if newest is None or newest[2] != "PASS" or newest[3] != digest:
+            missing.append("%s (digest %s; docs/STACKS.md's newest: %s)" % (name, digest, " ".join(newest) if newest else "none"))
+    assert not missing, ("run `make stack-check STACK=<name>` and record its result in docs/STACKS.md for: %s" % "; ".join(missing))
+
+
+def test_the_digest_follows_what_stack_check_proves(tmp_path):
+    csa = _check_server_args()
+    seed = csa.load_recipe_file(os.path.join(ROOT, "stacks", SEED + ".yml"))
+    same = json.loads(json.dumps(seed))
+    same["description"] = "edited prose"
+    assert csa.recipe_digest(same) == csa.recipe_digest(seed)
+    for edit in (("image", "pip_constraints"), ("server", "args"), ("sglang", "version")):
+        changed = json.loads(json.dumps(seed))
+        changed[edit[0]][edit[1]] = ["changed"]
+        assert csa.recipe_digest(changed) != csa.recipe_digest(seed), edit
