@@ -1,7 +1,8 @@
-"""The pinned stack resolves to the known-good matrix for the image's Python (3.10, manylinux x86_64).
+"""Each SGLang recipe's pins resolve for the image's Python (3.10, manylinux x86_64).
 
-Runs the real resolver (uv pip compile, against the package index) on the role's
-requirements and constraints; fails if it would change torch, sgl-kernel or flashinfer.
+Runs the real resolver (uv pip compile, against the package index) on the recipe's
+requirements and constraints (stacks/<name>.yml, the file the roles read): the resolution
+must succeed and keep every constrained pin and the recipe's SGLang version.
 pip's own cross-platform dry run cannot do this (flashinfer_python 0.3.1 exists only as an
 sdist and pip's --platform demands binary-only wheels)."""
 
@@ -11,46 +12,47 @@ import shutil
 import subprocess
 
 import pytest
-import yaml
 
-from helpers import ROOT
+from test_stacks import RECIPES, STACKS, stack
 
-KNOWN_GOOD = {
-    "torch": "2.8.0",
-    "sgl-kernel": "0.3.9.post2",
-    "flashinfer-python": "0.3.1",
-    "transformers": "4.56.1",
-    "nvidia-cudnn-cu12": "9.10.2.21",
-    "triton": "3.4.0",
-}
+SGLANG_RECIPES = [n for n in RECIPES if stack.load_recipe(n, STACKS)["sglang"]]
 
 
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory):
+def pins(lines):
+    out = {}
+    for line in lines:
+        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)", line)
+        if match:
+            out[re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-")] = match.group(2)
+    return out
+
+
+@pytest.fixture(scope="module", params=SGLANG_RECIPES)
+def resolved(request, tmp_path_factory):
     uv = shutil.which("uv") or os.path.join(os.path.dirname(os.sys.executable), "uv")
     if not os.path.exists(uv):
         pytest.fail("uv is missing from the test environment (requirements-dev.txt)")
-    defaults = yaml.safe_load(open(os.path.join(ROOT, "roles", "sglang_image", "defaults", "main.yml")))
+    recipe = stack.load_recipe(request.param, STACKS)
     work = tmp_path_factory.mktemp("lock")
-    (work / "requirements.in").write_text("\n".join(defaults["sglang_image_pip_requirements"]) + "\n")
-    (work / "constraints.txt").write_text("\n".join(defaults["sglang_image_pip_constraints"]) + "\n")
+    (work / "requirements.in").write_text("\n".join(recipe["image"]["pip_requirements"]) + "\n")
+    (work / "constraints.txt").write_text("\n".join(recipe["image"]["pip_constraints"]) + "\n")
     proc = subprocess.run(
         [uv, "pip", "compile", "--native-tls", "--no-header", "--python-version", "3.10",
          "--python-platform", "x86_64-manylinux_2_28", "-c", str(work / "constraints.txt"), str(work / "requirements.in")],
         capture_output=True, text=True, timeout=600, env=dict(os.environ, UV_NO_CONFIG="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    pins = {}
-    for line in proc.stdout.splitlines():
-        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)", line)
-        if match:
-            pins[re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-")] = match.group(2)
-    return pins
+    return recipe, pins(proc.stdout.splitlines())
 
 
-@pytest.mark.parametrize("name,version", sorted(KNOWN_GOOD.items()))
-def test_resolver_keeps_the_known_good_matrix(resolved, name, version):
-    assert resolved.get(name) == version, "the resolver picks %s==%s, not %s" % (name, resolved.get(name), version)
+def test_resolver_keeps_every_constrained_pin(resolved):
+    recipe, got = resolved
+    wanted = pins(recipe["image"]["pip_constraints"])
+    assert wanted, "the recipe constrains nothing"
+    changed = {name: (version, got.get(name)) for name, version in wanted.items() if got.get(name) != version}
+    assert changed == {}, "the resolver moves these pins (recipe, resolved): %s" % changed
 
 
-def test_sglang_itself_is_pinned(resolved):
-    assert resolved["sglang"] == "0.5.2"
+def test_sglang_is_the_recipes_version(resolved):
+    recipe, got = resolved
+    assert got["sglang"] == recipe["sglang"]["version"]
+
