@@ -31,10 +31,12 @@ lab-image:
 lab-up: lab-image
 	lab/labctl up --count $(LAB_HOSTS)
 	lab/repo up
+	lab/registry up
 
 lab-down:
 	lab/labctl down
 	lab/repo down
+	lab/registry down
 
 lint:
 	yamllint -s .

@@ -8,6 +8,20 @@ It listens on 127.0.0.1 only and exits by itself after --lifetime seconds.
   --api-key K      /v1/* need "Authorization: Bearer K" (health stays open, as in SGLang)
   --model ID       the served model id
   --mode MODE      ok | reasoning | empty | non-json | error500 | die | health-down | slow | no-usage-stream
+                   | drop | die-mid-stream | error-mid-stream | stall-mid-stream | hang
+  --fail-every N   the failure modes hit only every Nth chat completion (default 1: all of them)
+  --chunk-delay S  seconds between streamed chunks (a slower engine streams slower)
+  --chunked        stream with Transfer-Encoding: chunked, as uvicorn (SGLang, transformers serve) does
+
+Failure modes of a chat completion:
+  error500          HTTP 500 with SGLang's error JSON
+  die               headers promise a body that never comes, then the connection closes (non-streamed)
+  drop              the connection closes before any answer (a crashed or restarted worker)
+  die-mid-stream    two chunks, then the connection closes: no finish_reason, no [DONE]
+  error-mid-stream  two chunks, then SGLang's in-stream error event and [DONE]
+  stall-mid-stream  two chunks, then nothing until --lifetime (a hung scheduler)
+  hang              reads the request and never answers until --lifetime
+GET /fake/stats (test-only, no key) says how many chat completions came and the most in flight at once.
 """
 
 import argparse
@@ -20,6 +34,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGS = None
 STARTED = time.monotonic()
+FAILURE_MODES = ("error500", "die", "drop", "die-mid-stream", "error-mid-stream", "stall-mid-stream", "hang")
+STATS = {"chat_requests": 0, "in_flight": 0, "max_in_flight": 0}
+STATS_LOCK = threading.Lock()
 
 
 def completion_body(model, stream=False):
@@ -51,6 +68,7 @@ class Handler(BaseHTTPRequestHandler):
     def send(self, status, body=b"", ctype="application/json"):
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
+        self.done_counting()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -71,6 +89,9 @@ class Handler(BaseHTTPRequestHandler):
             if warming or ARGS.mode == "health-down":
                 return self.send(503)
             return self.send(200, b"", "text/plain")
+        if self.path == "/fake/stats":
+            with STATS_LOCK:
+                return self.send(200, dict(STATS))
         if self.path == "/v1/models":
             if not self.authorised():
                 return
@@ -88,10 +109,38 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(404, {"detail": "Not Found"})
         if not self.authorised():
             return
-        if ARGS.mode == "error500":
+        with STATS_LOCK:
+            STATS["chat_requests"] += 1
+            STATS["in_flight"] += 1
+            STATS["max_in_flight"] = max(STATS["max_in_flight"], STATS["in_flight"])
+            failing = ARGS.mode in FAILURE_MODES and STATS["chat_requests"] % ARGS.fail_every == 0
+        self.counted = True
+        try:
+            self.chat(request, ARGS.mode if failing or ARGS.mode not in FAILURE_MODES else "ok")
+        finally:
+            self.done_counting()
+
+    def done_counting(self):
+        # Called before the last bytes go out too: a client that has them may start its next request at once.
+        if getattr(self, "counted", False):
+            self.counted = False
+            with STATS_LOCK:
+                STATS["in_flight"] -= 1
+
+    def until_lifetime(self):
+        time.sleep(max(0.0, ARGS.lifetime - (time.monotonic() - STARTED)))
+
+    def chat(self, request, mode):
+        if mode == "hang":
+            return self.until_lifetime()
+        if mode == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if mode == "error500":
             return self.send(500, {"object": "error", "message": "CUDA error: an illegal memory access was encountered",
                                    "type": "InternalServerError", "code": 500})
-        if ARGS.mode == "die":
+        if mode == "die":
             # Headers promise a body that never comes: the process "crashed" mid-request.
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -110,23 +159,45 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
+        if ARGS.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunks = ["Hello", "!", " I", " am", " streaming", "."]
         for i, piece in enumerate(chunks):
+            if i == 2 and mode == "die-mid-stream":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if i == 2 and mode == "stall-mid-stream":
+                return self.until_lifetime()
+            if i == 2 and mode == "error-mid-stream":
+                # SGLang's serving_chat: an exception inside the stream becomes one error event, then [DONE].
+                error = {"error": {"object": "error", "message": "Internal server error: CUDA error: an illegal memory access was encountered",
+                                   "type": "InternalServerError", "param": None, "code": 500}}
+                self.emit("data: %s\n\ndata: [DONE]\n\n" % json.dumps(error), last=True)
+                self.close_connection = True
+                return
             event = {"id": "s1", "object": "chat.completion.chunk", "model": ARGS.model,
                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             if i == len(chunks) - 1:
                 event["choices"][0]["finish_reason"] = "stop"
-            self.wfile.write(("data: %s\n\n" % json.dumps(event)).encode())
-            self.wfile.flush()
-            time.sleep(0.05)
+            self.emit("data: %s\n\n" % json.dumps(event))
+            time.sleep(ARGS.chunk_delay)
         if ARGS.mode != "no-usage-stream":
             usage = {"id": "s1", "object": "chat.completion.chunk", "choices": [],
                      "usage": {"prompt_tokens": 12, "completion_tokens": len(chunks), "total_tokens": 12 + len(chunks)}}
-            self.wfile.write(("data: %s\n\n" % json.dumps(usage)).encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            self.emit("data: %s\n\n" % json.dumps(usage))
+        self.emit("data: [DONE]\n\n", last=True)
         self.close_connection = True
+
+    def emit(self, text, last=False):
+        data = text.encode()
+        if last:
+            self.done_counting()
+        if ARGS.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data) + (b"0\r\n\r\n" if last else b"")
+        self.wfile.write(data)
+        self.wfile.flush()
 
 
 def main():
@@ -140,6 +211,9 @@ def main():
     parser.add_argument("--mode", default="ok")
     parser.add_argument("--slow", type=float, default=3)
     parser.add_argument("--lifetime", type=float, default=120)
+    parser.add_argument("--fail-every", type=int, default=1)
+    parser.add_argument("--chunk-delay", type=float, default=0.05)
+    parser.add_argument("--chunked", action="store_true")
     ARGS = parser.parse_args()
     # Bounded: the process ends by itself whatever the test does.
     threading.Timer(ARGS.lifetime, lambda: sys.exit(0) or __import__("os")._exit(0)).start()
