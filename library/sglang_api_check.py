@@ -182,7 +182,10 @@ class Client:
         """-> (status or None, body, error text or None). Never raises on network trouble."""
         try:
             resp = self.open(method, path, payload, timeout)
-            return resp.getcode(), read_bounded(resp.read, self.max_bytes, path), None
+            body = read_bounded(resp.read, self.max_bytes, path)
+            if getattr(resp, "length", None):  # a bounded read returns short bodies instead of raising
+                raise http.client.IncompleteRead(body, resp.length)
+            return resp.getcode(), body, None
         except HTTPError as exc:
             try:
                 body = read_bounded(exc.read, self.max_bytes, path)
