@@ -33,7 +33,8 @@ class Front:
                         BWFLEET_FRONT_LISTEN="127.0.0.1:%d" % self.port,
                         BWFLEET_FRONT_UPSTREAM="127.0.0.1:%d" % self.engine_port)
         full_env.update(env or {})
-        argv = [sys.executable, FRONT] + [a.replace("{engine_port}", str(self.engine_port)) for a in args]
+        # BWFLEET_TEST_FRONT_PYTHON: run the front with another Python (Ubuntu 22.04 images have 3.10).
+        argv = [os.environ.get("BWFLEET_TEST_FRONT_PYTHON") or sys.executable, FRONT] + [a.replace("{engine_port}", str(self.engine_port)) for a in args]
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=full_env,
                                      start_new_session=True)
 
