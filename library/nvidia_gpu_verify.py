@@ -16,7 +16,7 @@ description:
   - Optionally runs the in-image probe (torch version, CUDA build, arch list, C(sgl_kernel)
     import, libnuma, a small CUDA op) inside a container image with the GPUs attached, or with a
     local Python interpreter.
-  - Read-only. Never reports C(changed). Supports check mode.
+  - Read-only. Never reports C(changed).
 version_added: "0.1.0"
 author: bw-fleet contributors
 options:
@@ -29,7 +29,9 @@ options:
     type: str
     default: "12.0"
   min_driver_version:
-    description: Lowest acceptable driver version, compared as dotted numbers. C(570.26) is the floor for CUDA 12.8 and Blackwell.
+    description:
+      - Lowest acceptable driver version, compared as dotted numbers.
+      - C(570.26) is the floor for CUDA 12.8 and Blackwell.
     type: str
     default: "570.26"
   require_open_kernel_module:
@@ -52,27 +54,33 @@ options:
     type: int
   pci_only:
     description:
-      - Only look for NVIDIA GPUs on the PCI bus (sysfs); needs no driver. Fails when none is
-        found. Used by preflight, before a driver is installed.
+      - Only look for NVIDIA GPUs on the PCI bus (sysfs); needs no driver.
+      - Fails when none is found. Used by preflight, before a driver is installed.
     type: bool
     default: false
   image:
     description:
       - Run the in-image probe inside this image (Docker SDK), with the GPUs attached.
+      - The image must already be on the host; it is never pulled.
+      - Mutually exclusive with O(probe_python).
     type: str
   probe_python:
-    description: Run the in-image probe with this Python interpreter on the host instead of in an image.
+    description:
+      - Run the in-image probe with this Python interpreter on the host instead of in an image.
+      - Mutually exclusive with O(image).
     type: path
   probe_runtime:
     description: Container runtime for the probe container; empty for the engine default.
     type: str
     default: nvidia
   probe_gpus:
-    description: C(all), a comma-separated list of GPU indexes, or C(none) to attach no GPU.
+    description:
+      - V(all), a comma-separated list of GPU indexes, or V(none) to attach no GPU.
     type: str
     default: all
   probe_require_cuda:
-    description: The probe fails unless torch is a CUDA build that sees the GPUs and has kernels for them.
+    description:
+      - The probe fails unless torch is a CUDA build that sees the GPUs and has kernels for them.
     type: bool
     default: true
   require_sgl_kernel:
@@ -81,8 +89,9 @@ options:
     default: true
   probe_capability:
     description:
-      - Also require torch kernels for this compute capability (for example C(12.0)), even when no
-        GPU is attached: checks an image on a build host without a 5090.
+      - Also require torch kernels for this compute capability (for example V(12.0)), even when
+        no GPU is attached.
+      - Checks an image on a build host without an RTX 5090.
     type: str
   probe_timeout:
     description: Seconds the probe may take.
@@ -92,16 +101,30 @@ options:
     description: Docker engine address for the image probe.
     type: str
     default: unix:///var/run/docker.sock
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Read-only; check mode runs every check for real and gives the same answer.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
+    support: none
+    details: Changes nothing, so there is no diff.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+    details: Linux with sysfs and C(/proc); the image probe needs a Docker engine.
 requirements:
-  - nvidia-smi on the managed host
-  - the C(docker) Python SDK when I(image) is set
+  - nvidia-smi on the managed host (not for O(pci_only=true))
+  - the C(docker) Python SDK when O(image) is set
 notes:
   - Garbage or partial C(nvidia-smi) output fails with the raw line quoted.
-  - Set I(min_compute_capability=9.0) to accept Hopper (H100) GPUs.
+  - Set O(min_compute_capability=9.0) to accept Hopper (H100) GPUs.
 """
 
 EXAMPLES = r"""
-- name: Verify an RTX 5090 box (defaults: CC >= 12.0, driver >= 570.26, open modules)
+- name: Verify an RTX 5090 box (the defaults ask for CC >= 12.0, driver >= 570.26, open modules)
   nvidia_gpu_verify:
     expected_gpu_count: 1
     min_memory_mib: 32000
@@ -115,9 +138,35 @@ EXAMPLES = r"""
     min_compute_capability: "9.0"
     probe_python: /usr/bin/python3
     require_sgl_kernel: false
+
+- name: Before any driver is installed, only look for the GPU on the PCI bus
+  nvidia_gpu_verify:
+    pci_only: true
 """
 
 RETURN = r"""
+pci_devices:
+  description: NVIDIA display/3D controllers found in sysfs, with the bound driver.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - address: "0000:01:00.0"
+      vendor: "0x10de"
+      device: "0x2b85"
+      class: "0x030000"
+      driver: nvidia
+      name: GeForce RTX 5090
+kernel_module:
+  description: V(open), V(proprietary) or V(unknown) (no module loaded or an unknown banner).
+  returned: unless O(pci_only=true)
+  type: str
+  sample: open
+kernel_module_version:
+  description: Version of the loaded kernel module; null when none is loaded.
+  returned: unless O(pci_only=true)
+  type: str
+  sample: "570.172.08"
 gpus:
   description: One entry per GPU from the CSV query.
   returned: when nvidia-smi answered
@@ -135,36 +184,35 @@ gpu_count:
   description: Number of GPUs listed.
   returned: when nvidia-smi answered
   type: int
+  sample: 1
 driver_version:
   description: Driver version nvidia-smi reports.
   returned: when nvidia-smi answered
   type: str
+  sample: "570.172.08"
 cuda_driver_version:
   description: Highest CUDA version the driver supports (C(cuda_version) of C(nvidia-smi -q -x)).
   returned: when nvidia-smi answered
   type: str
-kernel_module:
-  description: C(open), C(proprietary) or C(unknown).
-  returned: always
-  type: str
-kernel_module_version:
-  description: Version of the loaded kernel module.
-  returned: always
-  type: str
-pci_devices:
-  description: NVIDIA display/3D controllers found in sysfs, with the bound driver.
-  returned: always
-  type: list
-  elements: dict
+  sample: "12.8"
 probe:
-  description: The in-image probe's report (torch_version, torch_cuda, arch_list, devices, sgl_kernel, libnuma, errors).
-  returned: when image or probe_python is set
+  description:
+    - The in-image probe's report (python, torch_version, torch_cuda, arch_list, devices,
+      sgl_kernel, libnuma, errors).
+  returned: when O(image) or O(probe_python) is set and the probe ran
   type: dict
 failures:
-  description: Every failed check, one sentence each (also joined into msg).
-  returned: on failure
+  description: Every failed check, one sentence each (also joined into RV(msg)).
+  returned: when a check failed
   type: list
   elements: str
+  sample:
+    - "driver 535.247.01 is older than 570.26 (CUDA 12.8 / Blackwell): raise nvidia_driver_branch"
+rc:
+  description: Exit status of the C(nvidia-smi) call that failed.
+  returned: when nvidia-smi exited non-zero
+  type: int
+  sample: 9
 """
 
 import json

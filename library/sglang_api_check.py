@@ -13,10 +13,10 @@ description:
   - Waits until the health path answers 200 (connection refused and 502/503/504 mean "not yet"),
     checks that C(/v1/models) lists the expected model, asks C(/v1/chat/completions) for a real
     completion, and measures it.
-  - A container that is "running" is not a server that works: the seed's server crashed in
+  - A container that is "running" is not a server that works; the seed's server crashed in
     warm-up after its container was up. This module is the gate after every (re)start.
-  - Read-only. Never reports C(changed). Supports check mode. Uses only the Python standard
-    library through Ansible's own C(ansible.module_utils.urls): nothing to install on a GPU box.
+  - Read-only. Never reports C(changed). Uses only the Python standard library through
+    Ansible's own C(ansible.module_utils.urls); nothing to install on a GPU box.
 version_added: "0.1.0"
 author: bw-fleet contributors
 options:
@@ -25,7 +25,9 @@ options:
     type: str
     default: http://127.0.0.1:8000
   api_key:
-    description: Sent as C(Authorization Bearer); the server's C(--api-key). Never logged or returned.
+    description:
+      - Sent as C(Authorization) C(Bearer); the server's C(--api-key).
+      - Never logged or returned.
     type: str
   model:
     description: The served model id to expect; when omitted, the first of C(/v1/models).
@@ -39,7 +41,9 @@ options:
     type: float
     default: 5
   health_path:
-    description: Path polled for readiness. SGLang's C(/health_generate) is the stronger gate (it generates a token).
+    description:
+      - Path polled for readiness.
+      - SGLang's C(/health_generate) is the stronger gate (it generates a token).
     type: str
     default: /health
   prompt:
@@ -65,6 +69,19 @@ options:
     description: Verify TLS certificates for C(https) URLs.
     type: bool
     default: true
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Read-only; check mode asks the server for a real completion too.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
+    support: none
+    details: Changes nothing, so there is no diff.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
 notes:
   - Qwen3 is a thinking model; a completion whose text is only in C(reasoning_content) counts.
 """
@@ -87,47 +104,62 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+url:
+  description: The base URL asked, without a trailing slash.
+  returned: always
+  type: str
+  sample: http://127.0.0.1:8000
 ready_seconds:
   description: Seconds until the health path answered 200.
-  returned: success
+  returned: when the server became ready
   type: float
+  sample: 41.7
 models:
   description: Model ids that C(/v1/models) lists.
-  returned: success
+  returned: when C(/v1/models) answered
   type: list
   elements: str
+  sample: [Qwen/Qwen3-32B-AWQ]
 model:
   description: The model the completion was asked of.
-  returned: success
+  returned: when C(/v1/models) listed the expected model
   type: str
+  sample: Qwen/Qwen3-32B-AWQ
 completion:
   description: First 200 characters of the answer (content, then reasoning_content).
   returned: success
   type: str
+  sample: Hello there!
 finish_reason:
   description: The choice's finish_reason.
   returned: success
   type: str
+  sample: length
 prompt_tokens:
   description: usage.prompt_tokens.
   returned: success
   type: int
+  sample: 14
 completion_tokens:
   description: usage.completion_tokens (streamed without usage, the number of content chunks).
   returned: success
   type: int
+  sample: 16
 latency_seconds:
   description: Seconds the completion took, end to end.
   returned: success
   type: float
+  sample: 0.812
 tokens_per_second:
   description: completion_tokens / latency_seconds.
   returned: success
   type: float
+  sample: 19.7
 ttft_seconds:
   description: Seconds to the first streamed token.
-  returned: when stream is true
+  returned: when O(stream=true)
   type: float
+  sample: 0.093
 """
 
 import http.client
