@@ -224,9 +224,11 @@ from ansible.module_utils.bwfleet_nvidia import (
     csv_query_args,
     evaluate,
     explain_smi_failure,
+    explain_smi_timeout,
     parse_gpu_csv,
     parse_proc_version,
     parse_smi_xml,
+    run_bounded,
     scan_pci,
 )
 from ansible.module_utils.bwfleet_probe import diagnose
@@ -258,18 +260,20 @@ def last_json_line(text):
 def run_probe_in_image(module, params):
     try:
         import docker
-        from docker.errors import ContainerError, DockerException, ImageNotFound
+        from docker.errors import APIError, DockerException, ImageNotFound
+        from requests.exceptions import RequestException
     except ImportError:
         module.fail_json(msg="the image probe needs the Python 'docker' SDK on the managed host (pip/apt: python3-docker)")
+    timeout = params["probe_timeout"]
+    container = None
     try:
-        client = docker.DockerClient(base_url=params["docker_host"], timeout=params["probe_timeout"])
+        client = docker.DockerClient(base_url=params["docker_host"], timeout=timeout)
         client.images.get(params["image"])  # never pull: verify what is on this host
         kwargs = {
             "image": params["image"],
             "entrypoint": ["python3", "-c", probe_source()],
-            "remove": True,
-            "stdout": True,
-            "stderr": False,
+            "detach": True,
+            "labels": {"io.bwfleet.probe": "1"},
         }
         if params["probe_runtime"]:
             kwargs["runtime"] = params["probe_runtime"]
@@ -280,18 +284,40 @@ def run_probe_in_image(module, params):
             else:
                 request = docker.types.DeviceRequest(device_ids=[g.strip() for g in gpus.split(",")], capabilities=[["gpu"]])
             kwargs["device_requests"] = [request]
-        output = client.containers.run(**kwargs)
+        else:
+            # The image's NVIDIA_VISIBLE_DEVICES=all would otherwise hand the nvidia runtime every GPU.
+            kwargs["environment"] = {"NVIDIA_VISIBLE_DEVICES": "void"}
+        # Detached, then a bounded wait: containers.run() waits without a limit.
+        container = client.containers.run(**kwargs)
+        try:
+            status = container.wait(timeout=timeout)
+        except RequestException:
+            module.fail_json(
+                msg="probe: the container of %s did not finish within %d s (probe_timeout): it was killed; "
+                "a CUDA call that hangs points at the GPU or driver (nvidia-smi, dmesg)" % (params["image"], timeout)
+            )
+        output = container.logs(stdout=True, stderr=False)
+        if status.get("StatusCode") != 0:
+            err = container.logs(stdout=False, stderr=True)
+            module.fail_json(msg="probe: the container exited %s: %s" % (status.get("StatusCode"), to_text(err)[-500:]))
     except ImageNotFound:
         module.fail_json(msg="probe: image %s not found on this host: build or load it first (sglang_image role)" % params["image"])
-    except ContainerError as exc:
-        module.fail_json(msg="probe: the container exited %s: %s" % (exc.exit_status, to_text(exc.stderr)[-500:]))
-    except DockerException as exc:
+    except (DockerException, RequestException) as exc:
         module.fail_json(msg="probe: cannot run a container of %s: %s" % (params["image"], to_text(exc)))
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except (APIError, DockerException, RequestException):
+                pass
     return to_text(output)
 
 
 def run_probe_with_python(module, params):
-    rc, out, err = module.run_command([params["probe_python"], "-c", probe_source()])
+    argv = [params["probe_python"], "-c", probe_source()]
+    rc, out, err, timed_out = run_bounded(argv, params["probe_timeout"])
+    if timed_out:
+        module.fail_json(msg="probe: %s did not finish within %d s (probe_timeout) and was killed" % (params["probe_python"], params["probe_timeout"]))
     if rc != 0:
         module.fail_json(msg="probe: %s exited %s: %s" % (params["probe_python"], rc, (err or out)[-500:]))
     return out
@@ -317,6 +343,7 @@ def main():
             require_sgl_kernel=dict(type="bool", default=True),
             probe_capability=dict(type="str"),
             probe_timeout=dict(type="int", default=300),
+            smi_timeout=dict(type="int", default=60),
             docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
         ),
         mutually_exclusive=[("image", "probe_python")],
@@ -334,6 +361,9 @@ def main():
     for name in ("expected_gpu_count", "min_memory_mib"):
         if params[name] is not None and params[name] < 0:
             module.fail_json(msg="%s must not be negative, got %d" % (name, params[name]))
+    for name in ("smi_timeout", "probe_timeout"):
+        if params[name] < 1:
+            module.fail_json(msg="%s must be at least 1 second, got %d" % (name, params[name]))
 
     result = dict(changed=False)
     result["pci_devices"] = scan_pci(params["sysfs_pci_path"])
@@ -361,7 +391,15 @@ def main():
     if not smi:
         module.fail_json(msg=explain_smi_failure(None, "", "", result["pci_devices"]), **result)
 
-    rc, out, err = module.run_command([smi] + csv_query_args())
+    def smi_run(args):
+        # Bounded: a GPU off the bus hangs nvidia-smi in the kernel, and with it the whole play.
+        argv = [smi] + args
+        rc, out, err, timed_out = run_bounded(argv, params["smi_timeout"])
+        if timed_out:
+            module.fail_json(msg=explain_smi_timeout(argv, params["smi_timeout"]), **result)
+        return rc, out, err
+
+    rc, out, err = smi_run(csv_query_args())
     if rc != 0:
         module.fail_json(msg=explain_smi_failure(rc, out, err, result["pci_devices"]), rc=rc, **result)
     try:
@@ -371,7 +409,7 @@ def main():
     result["gpu_count"] = len(result["gpus"])
     result["driver_version"] = result["gpus"][0]["driver_version"]
 
-    rc, out, err = module.run_command([smi, "-q", "-x"])
+    rc, out, err = smi_run(["-q", "-x"])
     if rc != 0:
         module.fail_json(msg=explain_smi_failure(rc, out, err, result["pci_devices"]), rc=rc, **result)
     try:

@@ -169,7 +169,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.bwfleet_api import (
+    MAX_RESPONSE_BYTES,
+    MAX_STREAM_EVENTS,
     ApiError,
+    StreamBudget,
     StreamState,
     auth_failure,
     chat_request,
@@ -180,6 +183,7 @@ from ansible.module_utils.bwfleet_api import (
     parse_models,
     parse_sse_event,
     pick_model,
+    read_bounded,
 )
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
@@ -190,6 +194,7 @@ class Client:
         self.base = params["url"].rstrip("/")
         self.validate_certs = params["validate_certs"]
         self.timeout = params["request_timeout"]
+        self.max_bytes = params["max_response_bytes"]
         self.headers = {"Accept": "application/json"}
         if params["api_key"]:
             self.headers["Authorization"] = "Bearer " + params["api_key"]
@@ -209,10 +214,15 @@ class Client:
         """-> (status or None, body, error text or None). Never raises on network trouble."""
         try:
             resp = self.open(method, path, payload, timeout)
-            return resp.getcode(), resp.read(), None
+            body = read_bounded(resp.read, self.max_bytes, path)
+            if getattr(resp, "length", None):  # a bounded read returns short bodies instead of raising
+                raise http.client.IncompleteRead(body, resp.length)
+            return resp.getcode(), body, None
         except HTTPError as exc:
             try:
-                body = exc.read()
+                body = read_bounded(exc.read, self.max_bytes, path)
+            except ApiError:
+                raise
             except Exception:
                 body = b""
             return exc.code, body, None
@@ -280,9 +290,14 @@ def complete(client, params, model):
         return judge_completion(parse_completion(body), latency, params["min_tokens_per_second"]), None
 
     state = StreamState()
+    budget = StreamBudget(params["max_stream_events"], params["max_response_bytes"], params["request_timeout"], start)
     try:
         resp = client.open("POST", "/v1/chat/completions", payload)
-        for raw in resp:
+        while True:
+            raw = resp.readline(budget.line_limit())
+            if not raw:
+                break  # the server closed the stream without [DONE]: judged on what came
+            budget.take(raw, time.monotonic())
             event = parse_sse_event(raw.decode("utf-8", "replace"))
             if event == "done":
                 break
@@ -291,7 +306,7 @@ def complete(client, params, model):
         failure = auth_failure(exc.code, "/v1/chat/completions")
         if failure:
             raise failure
-        raise ApiError("/v1/chat/completions answered HTTP %d: %s" % (exc.code, excerpt(exc.read())))
+        raise ApiError("/v1/chat/completions answered HTTP %d: %s" % (exc.code, excerpt(read_bounded(exc.read, client.max_bytes, "/v1/chat/completions"))))
     except (URLError, socket.timeout, OSError, http.client.HTTPException) as exc:
         raise ApiError("/v1/chat/completions (stream): %s after %.1f s" % (describe(exc), time.monotonic() - start))
     latency = time.monotonic() - start
@@ -314,6 +329,8 @@ def main():
             stream=dict(type="bool", default=False),
             min_tokens_per_second=dict(type="float"),
             validate_certs=dict(type="bool", default=True),
+            max_response_bytes=dict(type="int", default=MAX_RESPONSE_BYTES),
+            max_stream_events=dict(type="int", default=MAX_STREAM_EVENTS),
         ),
         supports_check_mode=True,
     )
@@ -322,7 +339,8 @@ def main():
         module.fail_json(msg="url must start with http:// or https://, got %r" % params["url"])
     if not params["health_path"].startswith("/"):
         module.fail_json(msg="health_path must start with '/', got %r" % params["health_path"])
-    for name, floor in (("wait_timeout", 0), ("poll_interval", 0.1), ("max_tokens", 1), ("request_timeout", 1)):
+    for name, floor in (("wait_timeout", 0), ("poll_interval", 0.1), ("max_tokens", 1), ("request_timeout", 1),
+                        ("max_response_bytes", 1024), ("max_stream_events", 1)):
         if params[name] < floor:
             module.fail_json(msg="%s must be at least %s, got %s" % (name, floor, params[name]))
 

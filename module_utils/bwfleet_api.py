@@ -13,8 +13,48 @@ import json
 NOT_YET = (502, 503, 504)
 
 
+# Bounds on what the gate reads: a broken or hostile server must not make it buffer or loop forever.
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_STREAM_EVENTS = 10000
+
+
 class ApiError(Exception):
     """A definite failure: the message says what was seen and what to do."""
+
+
+def read_bounded(read, limit, what):
+    """Read a body through read(n) (a file-like's read), at most `limit` bytes, else ApiError."""
+    body = read(limit + 1)
+    if body is not None and len(body) > limit:
+        raise ApiError("%s answered more than %d bytes (max_response_bytes): not an answer this check expects" % (what, limit))
+    return body or b""
+
+
+class StreamBudget:
+    """Bounds one streamed answer: events, bytes and wall time."""
+
+    def __init__(self, max_events, max_bytes, deadline_seconds, started):
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.deadline_seconds = deadline_seconds
+        self.deadline = started + deadline_seconds
+        self.events = 0
+        self.bytes = 0
+
+    def line_limit(self):
+        """The most one readline() may return without overrunning the byte budget (+1 to detect it)."""
+        return max(1, self.max_bytes - self.bytes + 1)
+
+    def take(self, line, now):
+        self.bytes += len(line)
+        if self.bytes > self.max_bytes:
+            raise ApiError("the stream carried more than %d bytes (max_response_bytes) without finishing" % self.max_bytes)
+        if line.strip():
+            self.events += 1
+        if self.events > self.max_events:
+            raise ApiError("the stream carried more than %d events (max_stream_events) without [DONE]" % self.max_events)
+        if now > self.deadline:
+            raise ApiError("the stream did not finish within %s s (request_timeout)" % self.deadline_seconds)
 
 
 def excerpt(body, limit=300):

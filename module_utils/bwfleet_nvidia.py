@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 
 try:  # inside Ansible (AnsiballZ) the sibling util is a module_utils import
@@ -41,6 +42,52 @@ RESIZABLE_BAR_HINT = (
 
 class NvidiaParseError(ValueError):
     """Output that does not look like what nvidia-smi prints."""
+
+
+def run_bounded(argv, timeout, kill_grace=5):
+    """Run a command for at most `timeout` seconds -> (rc, stdout, stderr, timed_out).
+
+    rc is None when it could not be started or had to be killed. A GPU that fell off the bus
+    leaves nvidia-smi blocked in the kernel, where even SIGKILL takes effect only when the call
+    returns: after the kill, this waits `kill_grace` seconds more and then gives up on the process
+    instead of hanging the play.
+    """
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        return None, "", str(exc), False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, _text(out), _text(err), False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        try:
+            out, err = proc.communicate(timeout=kill_grace)
+        except subprocess.TimeoutExpired:
+            out, err = b"", b""
+        return None, _text(out), _text(err), True
+
+
+def _text(data):
+    return (data or b"").decode("utf-8", "replace")
+
+
+def explain_smi_timeout(argv, timeout):
+    return (
+        "%s did not answer within %s s and was killed: the GPU or the driver is hung. A GPU that fell "
+        "off the bus does this (kernel log: 'GPU has fallen off the bus', Xid 79; see `dmesg`); "
+        "the host needs a power cycle, and its GPU a check (seating, power, PCIe riser)"
+        % (" ".join(argv[:2]), timeout)
+    )
+
+
+def _int_or_none(text):
+    """nvidia-smi prints [N/A] (or 'N/A') where a value is not available."""
+    try:
+        return int(float(text))
+    except (TypeError, ValueError):
+        return None
 
 
 def csv_query_args(fields=CSV_FIELDS):
@@ -73,9 +120,12 @@ def parse_gpu_csv(text):
         try:
             index = int(row["index"])
             capability = ".".join(str(p) for p in parse_dotted(row["compute_cap"]))
-            memory = int(float(row["memory.total"]))
             parse_dotted(row["driver_version"])
         except ValueError:
+            raise NvidiaParseError("unexpected values in nvidia-smi line %s" % _quote(line))
+        # Memory may be [N/A] (a GPU in a bad state, some vGPU profiles): None, judged by evaluate().
+        memory = _int_or_none(row["memory.total"])
+        if memory is None and row["memory.total"].strip("[] ").upper() != "N/A":
             raise NvidiaParseError("unexpected values in nvidia-smi line %s" % _quote(line))
         gpus.append(
             {
@@ -108,7 +158,8 @@ def parse_smi_xml(text):
     return {
         "driver_version": text_of(root, "driver_version"),
         "cuda_version": text_of(root, "cuda_version"),
-        "attached_gpus": int(text_of(root, "attached_gpus") or 0),
+        # [N/A] happens (a GPU dropping off the bus, NVML half up): None, not a traceback.
+        "attached_gpus": _int_or_none(text_of(root, "attached_gpus")),
         "products": [text_of(gpu, "product_name") for gpu in root.findall("gpu")],
     }
 
@@ -224,7 +275,9 @@ def evaluate(facts, requirements):
                 % (label, gpu["compute_capability"], floor_cc, sm_name(floor_cc))
             )
         floor_mem = requirements.get("min_memory_mib")
-        if floor_mem is not None and gpu["memory_total_mib"] < floor_mem:
+        if floor_mem is not None and gpu["memory_total_mib"] is None:
+            failures.append("%s does not report its memory ([N/A]); at least %d MiB required (min_memory_mib)" % (label, floor_mem))
+        elif floor_mem is not None and gpu["memory_total_mib"] < floor_mem:
             failures.append("%s has %d MiB; at least %d MiB required (min_memory_mib)" % (label, gpu["memory_total_mib"], floor_mem))
 
     driver = facts.get("driver_version")

@@ -26,3 +26,15 @@ def recap(output, host):
         if line.startswith(host + " ") and "ok=" in line:
             return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
     raise AssertionError("no recap line for %s in:\n%s" % (host, output[-3000:]))
+
+
+AUTH_HEADER = "/root/.bwfleet-test-auth-header"
+
+
+def auth_header(host):
+    """A curl header file (-H @file) with the host's API key, written by the shell's printf builtin:
+    the key never becomes a process argument that the tests' own `ps` checks would then find."""
+    host.check_output("umask 077; k=$(cat /etc/sglang/secrets/api_key 2>/dev/null); "
+                      "if [ -n \"$k\" ]; then printf 'Authorization: Bearer %%s\\n' \"$k\" > %s; else : > %s; fi"
+                      % (AUTH_HEADER, AUTH_HEADER))
+    return AUTH_HEADER

@@ -58,9 +58,20 @@ def test_no_gpu_on_the_pci_bus_is_named(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("docker"), reason="needs the docker CLI")
-def test_unreachable_host(tmp_path):
+def test_unreachable_host_over_ssh(tmp_path):
+    # Nothing listens on port 1 of loopback: SSH cannot connect, and Ansible says UNREACHABLE.
+    rc, out = run("gpu_servers:\n  hosts:\n    gpu-unreachable:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+                  "      ansible_connection: ssh\n      ansible_ssh_common_args: -o ConnectTimeout=5\n", tmp_path=tmp_path)
+    assert rc == 4
+    assert "UNREACHABLE" in out and "gpu-unreachable" in out
+    assert "unreachable=1" in out
+
+
+def test_missing_lab_host(tmp_path):
+    # With pipelining (ansible.cfg), the docker connection reports a container that is not there as a
+    # failed module carrying Docker's own words, not as UNREACHABLE: the run still stops, naming both.
     rc, out = run("gpu_servers:\n  hosts:\n    bwlab-does-not-exist:\n      ansible_connection: community.docker.docker\n",
                   tmp_path=tmp_path)
-    assert rc == 4
-    assert "UNREACHABLE" in out and "bwlab-does-not-exist" in out
-    assert "unreachable=1" in out
+    assert rc in (2, 4)
+    assert "No such container: bwlab-does-not-exist" in out
+    assert "ok=0" in out and "changed=0" in out

@@ -1,8 +1,13 @@
 """The state site.yml leaves on a lab host (testinfra through `docker exec`)."""
 
 import json
+import os
+import sys
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+from lab_run import auth_header  # noqa: E402
 
 
 def test_systemd_is_running(host):
@@ -119,6 +124,6 @@ def test_secret_file_root_only_and_out_of_docker_inspect(host):
 def test_api_answers_a_real_completion(host):
     body = json.dumps({"model": "/models/tiny-qwen3", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6})
     out = json.loads(host.check_output("curl -s --max-time 60 http://127.0.0.1:8000/v1/chat/completions "
-                                       "-H 'content-type: application/json' -d '%s'" % body))
+                                       "-H 'content-type: application/json' -H @%s -d '%s'" % (auth_header(host), body)))
     assert out["choices"][0]["message"]["content"].strip()
     assert out["usage"]["completion_tokens"] == 6

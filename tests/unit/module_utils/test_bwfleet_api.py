@@ -1,11 +1,15 @@
 """What an OpenAI-compatible server's answers mean (SGLang's real shapes)."""
 
+import io
 import json
 
 import pytest
 
 from bwfleet_api import (
+    MAX_RESPONSE_BYTES,
+    MAX_STREAM_EVENTS,
     ApiError,
+    StreamBudget,
     StreamState,
     chat_request,
     health_verdict,
@@ -14,6 +18,7 @@ from bwfleet_api import (
     parse_models,
     parse_sse_event,
     pick_model,
+    read_bounded,
 )
 
 SGLANG_MODELS = json.dumps({"object": "list", "data": [{"id": "Qwen/Qwen3-32B-AWQ", "object": "model", "created": 1758000000,
@@ -115,3 +120,37 @@ def test_sse_stream_with_and_without_usage():
 def test_chat_request_asks_for_usage_when_streaming():
     assert chat_request("m", "hi", 8, True)["stream_options"] == {"include_usage": True}
     assert "stream_options" not in chat_request("m", "hi", 8, False)
+
+
+# --- bounds: a broken or hostile server cannot make the gate buffer or loop without end
+def test_read_bounded():
+    body = io.BytesIO(b"x" * 100)
+    assert read_bounded(body.read, 100, "/v1/models") == b"x" * 100
+    with pytest.raises(ApiError, match=r"/v1/models answered more than 99 bytes \(max_response_bytes\)"):
+        read_bounded(io.BytesIO(b"x" * 100).read, 99, "/v1/models")
+    assert read_bounded(io.BytesIO(b"").read, 10, "/health") == b""
+
+
+def test_stream_budget_events_bytes_and_time():
+    budget = StreamBudget(max_events=3, max_bytes=10000, deadline_seconds=60, started=0.0)
+    for _ in range(3):
+        budget.take(b"data: {}\n", 1.0)
+        budget.take(b"\n", 1.0)  # blank separators are not events
+    with pytest.raises(ApiError, match=r"more than 3 events \(max_stream_events\)"):
+        budget.take(b"data: {}\n", 1.0)
+
+    budget = StreamBudget(max_events=1000, max_bytes=20, deadline_seconds=60, started=0.0)
+    assert budget.line_limit() == 21
+    budget.take(b"data: 0123456789\n", 1.0)
+    assert budget.line_limit() == 4
+    with pytest.raises(ApiError, match=r"more than 20 bytes"):
+        budget.take(b"data: x\n", 1.0)
+
+    budget = StreamBudget(max_events=1000, max_bytes=10000, deadline_seconds=5, started=100.0)
+    budget.take(b"data: {}\n", 104.0)
+    with pytest.raises(ApiError, match=r"did not finish within 5 s \(request_timeout\)"):
+        budget.take(b"data: {}\n", 105.5)
+
+
+def test_defaults_are_sane():
+    assert MAX_RESPONSE_BYTES == 1024 * 1024 and MAX_STREAM_EVENTS >= 1000

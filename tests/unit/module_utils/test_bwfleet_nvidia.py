@@ -1,6 +1,8 @@
 """nvidia-smi / procfs / sysfs parsing and the decisions, on recorded real outputs."""
 
 import os
+import sys
+import time
 
 import pytest
 
@@ -8,9 +10,11 @@ from bwfleet_nvidia import (
     NvidiaParseError,
     evaluate,
     explain_smi_failure,
+    explain_smi_timeout,
     parse_gpu_csv,
     parse_proc_version,
     parse_smi_xml,
+    run_bounded,
     scan_pci,
 )
 from helpers import fixture_text
@@ -176,3 +180,42 @@ def test_scan_pci_tree_from_recorded_sysfs(tmp_path):
 
 def test_scan_pci_missing_folder_is_empty(tmp_path):
     assert scan_pci(str(tmp_path / "nope")) == []
+
+
+# --- [N/A] where nvidia-smi has no value, and bounded runs
+def test_attached_gpus_not_available_is_unknown_not_a_traceback():
+    xml = parse_smi_xml(fixture_text(R5090, "smi-q-x-attached-na.xml"))
+    assert xml["attached_gpus"] is None
+    assert xml["driver_version"] == parse_smi_xml(fixture_text(R5090, "smi-q-x.xml"))["driver_version"]
+
+
+def test_memory_not_available_is_judged_not_a_traceback():
+    gpus = parse_gpu_csv(fixture_text(R5090, "smi-query-memory-na.csv"))
+    assert gpus[0]["memory_total_mib"] is None and gpus[0]["compute_capability"] == "12.0"
+    facts = {"gpus": gpus, "driver_version": "570.172.08", "kernel_module": "open", "pci_devices": []}
+    assert evaluate(facts, DEFAULTS) == []  # no memory floor asked: nothing to judge
+    failures = evaluate(facts, dict(DEFAULTS, min_memory_mib=32000))
+    assert failures == ["GPU 0 (NVIDIA GeForce RTX 5090) does not report its memory ([N/A]); at least 32000 MiB required (min_memory_mib)"]
+
+
+def test_memory_garbage_is_still_quoted():
+    with pytest.raises(NvidiaParseError, match="unexpected values"):
+        parse_gpu_csv("0, NVIDIA GeForce RTX 5090, GPU-x, 00000000:01:00.0, 12.0, 570.172.08, lots")
+
+
+def test_run_bounded_answers():
+    rc, out, err, timed_out = run_bounded([sys.executable, "-c", "import sys; print('ok'); sys.stderr.write('e'); sys.exit(3)"], 30)
+    assert (rc, out.strip(), err, timed_out) == (3, "ok", "e", False)
+    rc, out, err, timed_out = run_bounded(["/nonexistent/nvidia-smi"], 5)
+    assert rc is None and not timed_out and "No such file" in err
+
+
+def test_run_bounded_kills_a_hung_command():
+    # Ignores SIGTERM and sleeps: only the timeout's SIGKILL ends it, and the caller is back in time.
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('started', flush=True); time.sleep(60)"
+    start = time.monotonic()
+    rc, out, _, timed_out = run_bounded([sys.executable, "-c", script], 2)
+    assert timed_out and rc is None
+    assert time.monotonic() - start < 10
+    msg = explain_smi_timeout(["nvidia-smi", "-q"], 2)
+    assert msg.startswith("nvidia-smi -q did not answer within 2 s") and "fallen off the bus" in msg
