@@ -90,14 +90,18 @@ options:
     default: 1
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: >-
-      Runs in check mode too, like M(sglang_api_check), since it changes nothing on the host, and a dry
-      run of a rollout then shows the figures a real one would gate on. It does send real traffic; to
-      skip it in dry runs, put C(when: not ansible_check_mode) on the task.
+      Read-only; check mode runs the same measurement, like M(sglang_api_check), so a dry run of a
+      rollout shows the figures a real one would gate on. It does send real traffic; to skip it in
+      dry runs, put C(when: not ansible_check_mode) on the task.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
+    details: Changes nothing, so there is no diff.
   platform:
+    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 notes:

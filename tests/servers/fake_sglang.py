@@ -26,8 +26,8 @@ GET /fake/stats (test-only, no key) says how many chat completions came and the 
 
 import argparse
 import json
+import os
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -216,7 +216,10 @@ def main():
     parser.add_argument("--chunked", action="store_true")
     ARGS = parser.parse_args()
     # Bounded: the process ends by itself whatever the test does.
-    threading.Timer(ARGS.lifetime, lambda: sys.exit(0) or __import__("os")._exit(0)).start()
+    # os._exit, not sys.exit: SystemExit raised in the timer's thread would end only that thread.
+    timer = threading.Timer(ARGS.lifetime, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
     time.sleep(ARGS.refuse_for)
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     server.daemon_threads = True
