@@ -1,4 +1,5 @@
-"""labctl's OS profiles: Ubuntu 22.04 by default, keyring checked, no silent fallback."""
+"""labctl's OS profiles: Ubuntu 22.04 (opt-in until the lab moves to it) and Debian 12, keyring checked,
+no silent fallback."""
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -21,9 +22,14 @@ def load(monkeypatch, **env):
     return module
 
 
-def test_default_profile_is_jammy_like_a_fresh_install(monkeypatch):
+def test_default_profile_is_what_the_lab_runs_today(monkeypatch):
     monkeypatch.delenv("LAB_OS", raising=False)
     labctl = load(monkeypatch)
+    assert labctl.LAB_OS == "debian12" and labctl.IMAGE_REPO == "bwfleet-lab/debian12" and labctl.SUITE == "bookworm"
+
+
+def test_jammy_profile_is_like_a_fresh_install(monkeypatch):
+    labctl = load(monkeypatch, LAB_OS="ubuntu2204")
     assert labctl.LAB_OS == "ubuntu2204"
     assert labctl.IMAGE_REPO == "bwfleet-lab/ubuntu2204"
     assert labctl.SUITE == "jammy"
