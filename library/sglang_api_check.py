@@ -55,9 +55,27 @@ options:
     type: int
     default: 32
   request_timeout:
-    description: Seconds one request may take.
+    description:
+      - Seconds one request may take.
+      - With O(stream=true) it also bounds the whole stream, not only each read, so a server that
+        trickles events forever still fails in time.
+      - At least 1.
     type: float
     default: 120
+  max_response_bytes:
+    description:
+      - Largest response body (or, with O(stream=true), the whole stream) read, in bytes; a larger
+        answer fails the check instead of filling the managed host's memory.
+      - At least 1024. The default is 1 MiB, far above what O(max_tokens) asks for.
+    type: int
+    default: 1048576
+  max_stream_events:
+    description:
+      - Most server-sent events read from one stream (O(stream=true)); a server that never ends its
+        stream fails the check instead of keeping it busy.
+      - At least 1.
+    type: int
+    default: 10000
   stream:
     description: Stream the completion and measure the time to first token.
     type: bool
