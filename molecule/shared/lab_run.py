@@ -20,6 +20,16 @@ def playbook(*args, timeout=900, extra=None):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def recipe(name):
+    """A stack recipe as the roles read it (stacks/<name>.yml, extends resolved)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bwfleet_stack", os.path.join(ROOT, "roles", "stack", "lookup_plugins", "bwfleet_stack.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_recipe(name, os.path.join(ROOT, "stacks"))
+
+
 def recap(output, host):
     """The PLAY RECAP counters of one host, summed over the plays."""
     for line in output.splitlines():

@@ -3,6 +3,7 @@
 The preflight stage is read-only, so these runs use this machine itself (a local connection)
 as the one host of gpu_servers."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +56,34 @@ def test_no_gpu_on_the_pci_bus_is_named(tmp_path):
                   tmp_path=tmp_path)
     assert rc != 0
     assert "no NVIDIA GPU on PCI (no vendor 0x10de display/3D device under /sys/bus/pci/devices)" in out
+
+
+def fake_pci(root, device):
+    # A sysfs PCI tree with one NVIDIA display device, as the kernel lays it out.
+    dev = root / "0000:01:00.0"
+    dev.mkdir(parents=True)
+    (dev / "vendor").write_text("0x10de\n")
+    (dev / "device").write_text(device + "\n")
+    (dev / "class").write_text("0x030200\n")
+    return str(root)
+
+
+def test_a_gpu_off_the_recipes_known_good_list_is_named(tmp_path):
+    # An H100 (10de:2330) under the RTX 5090 recipe: preflight names the recipe, its list and the fix.
+    pci = fake_pci(tmp_path / "pci", "0x2330")
+    rc, out = run(LOCAL, "-e", json.dumps({"preflight_sysfs_pci_path": pci, "preflight_check_kernel_headers": False,
+                                           "preflight_min_memory_mb": 100}), tmp_path=tmp_path)
+    assert rc != 0
+    assert ("(0x2330) is not on the known-good list of stack recipe sglang-0.5.2-cu128-sm120 "
+            "(stacks/sglang-0.5.2-cu128-sm120.yml: 0x2b85, 0x2b87)") in out, out[-2000:]
+    assert "changed=0" in out
+
+
+def test_a_known_good_gpu_passes_that_check(tmp_path):
+    pci = fake_pci(tmp_path / "pci", "0x2b85")
+    rc, out = run(LOCAL, "-e", json.dumps({"preflight_sysfs_pci_path": pci, "preflight_check_kernel_headers": False,
+                                           "preflight_min_memory_mb": 100}), tmp_path=tmp_path)
+    assert "known-good list" not in out, out[-2000:]
 
 
 @pytest.mark.skipif(not shutil.which("docker"), reason="needs the docker CLI")

@@ -150,6 +150,10 @@ def test_extends_merges_mappings_and_replaces_lists(tmp_path):
     ({"a": {"name": "a", "extend": "x"}}, "a", "unknown key(s) extend"),
     ({"a": {"name": "a", "extends": "b"}, "b": {"name": "b", "extends": "a"}}, "a", "extends loops (a -> b -> a)"),
     ({"a": {"name": "a", "driver": {"branch": 580}}}, "a", "driver.branch must be a str"),
+    ({"a": {"name": "a", "image": {"pip_check_known_faults": [{"package": "decord; rm -rf /", "reason": "x"}]}}}, "a",
+     "image.pip_check_known_faults[0] must be {package"),
+    ({"a": {"name": "a", "image": {"pip_check_known_faults": [{"package": "decord", "reason": " "}]}}}, "a",
+     "image.pip_check_known_faults[0] must be {package"),
 ])
 def test_bad_recipes_fail_with_the_cause(tmp_path, files, name, message):
     for fname, data in files.items():

@@ -11,11 +11,12 @@ import pytest
 import testinfra
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from lab_run import ROOT, playbook  # noqa: E402
+from lab_run import ROOT, playbook, recipe  # noqa: E402
 
 HOSTS = ["bwmol-fleet-1", "bwmol-fleet-2", "bwmol-fleet-3"]
 REPORTS = os.path.join(ROOT, ".cache", "fleet-test-reports")
 V2_ARGS = ["/models/tiny-qwen3", "--device", "cpu", "--log-level", "info"]
+STACK = recipe("lab-cpu-engine")
 
 
 def host(name):
@@ -88,9 +89,9 @@ def test_report_has_a_row_per_host_with_the_facts(v3):
     for name in ("bwmol-fleet-1", "bwmol-fleet-2"):
         assert rows[name]["gpu"] == "NVIDIA GeForce RTX 5090"
         assert rows[name]["compute_capability"] == "12.0"
-        assert rows[name]["driver"].startswith("570.")
+        assert rows[name]["driver"].startswith(STACK["driver"]["branch"] + ".")
         assert rows[name]["service"] == "active"
         assert rows[name]["tokens_per_second"] > 0
-    assert "/models/absent" in rows["bwmol-fleet-2"]["error"] or "not ready" in rows["bwmol-fleet-2"]["error"]
+    assert "/models/absent" in rows["bwmol-fleet-2"]["reason"] or "not ready" in rows["bwmol-fleet-2"]["reason"]
     markdown = open(os.path.join(REPORTS, "rollout.md")).read()
     assert "| bwmol-fleet-2 | NVIDIA GeForce RTX 5090 | 12.0 |" in markdown and "rolled_back" in markdown

@@ -35,6 +35,7 @@ _raw:
 
 import copy
 import os
+import re
 
 import yaml
 
@@ -128,6 +129,13 @@ def check_recipe(recipe, name="recipe"):
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, kind):
             problems.append("%s: %s must be a %s (is %r)" % (name, ".".join(path), kind.__name__, node))
+    faults = ((recipe.get("image") or {}).get("pip_check_known_faults")) or []
+    for index, fault in enumerate(faults if isinstance(faults, list) else []):
+        if not (isinstance(fault, dict) and isinstance(fault.get("package"), str)
+                and re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", fault["package"])
+                and isinstance(fault.get("reason"), str) and fault["reason"].strip()):
+            problems.append("%s: image.pip_check_known_faults[%d] must be {package: <a package name>, reason: <why it is "
+                            "an upstream fault, not a broken install>} (is %r)" % (name, index, fault))
     sglang = recipe.get("sglang")
     if sglang is not None and not (isinstance(sglang, dict) and isinstance(sglang.get("version"), str)):
         problems.append("%s: sglang must be null (not an SGLang engine) or {version: \"X.Y.Z\"}" % name)
