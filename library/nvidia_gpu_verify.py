@@ -76,6 +76,8 @@ options:
   probe_gpus:
     description:
       - V(all), a comma-separated list of GPU indexes, or V(none) to attach no GPU.
+      - With V(none) the probe container gets C(NVIDIA_VISIBLE_DEVICES=void), so the image's own
+        C(NVIDIA_VISIBLE_DEVICES=all) cannot make the nvidia runtime attach every GPU anyway.
     type: str
     default: all
   probe_require_cuda:
@@ -94,9 +96,19 @@ options:
       - Checks an image on a build host without an RTX 5090.
     type: str
   probe_timeout:
-    description: Seconds the probe may take.
+    description:
+      - Seconds the probe may take; the probe process or container is killed after that.
+      - At least 1.
     type: int
     default: 300
+  smi_timeout:
+    description:
+      - Seconds each C(nvidia-smi) call may take before it is killed and the module fails.
+      - A GPU that fell off the bus (Xid 79) leaves C(nvidia-smi) blocked in the kernel; without
+        a bound it would hang the whole play. The failure message says so.
+      - At least 1.
+    type: int
+    default: 60
   docker_host:
     description: Docker engine address for the image probe.
     type: str

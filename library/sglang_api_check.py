@@ -55,9 +55,27 @@ options:
     type: int
     default: 32
   request_timeout:
-    description: Seconds one request may take.
+    description:
+      - Seconds one request may take.
+      - With O(stream=true) it also bounds the whole stream, not only each read, so a server that
+        trickles events forever still fails in time.
+      - At least 1.
     type: float
     default: 120
+  max_response_bytes:
+    description:
+      - Largest response body (or, with O(stream=true), the whole stream) read, in bytes; a larger
+        answer fails the check instead of filling the managed host's memory.
+      - At least 1024. The default is 1 MiB, far above what O(max_tokens) asks for.
+    type: int
+    default: 1048576
+  max_stream_events:
+    description:
+      - Most server-sent events read from one stream (O(stream=true)); a server that never ends its
+        stream fails the check instead of keeping it busy.
+      - At least 1.
+    type: int
+    default: 10000
   stream:
     description: Stream the completion and measure the time to first token.
     type: bool
@@ -214,13 +232,13 @@ class Client:
         """-> (status or None, body, error text or None). Never raises on network trouble."""
         try:
             resp = self.open(method, path, payload, timeout)
-            body = read_bounded(resp.read, self.max_bytes, path)
+            body = read_bounded(resp.read, self.max_bytes, path, "max_response_bytes")
             if getattr(resp, "length", None):  # a bounded read returns short bodies instead of raising
                 raise http.client.IncompleteRead(body, resp.length)
             return resp.getcode(), body, None
         except HTTPError as exc:
             try:
-                body = read_bounded(exc.read, self.max_bytes, path)
+                body = read_bounded(exc.read, self.max_bytes, path, "max_response_bytes")
             except ApiError:
                 raise
             except Exception:
@@ -228,6 +246,10 @@ class Client:
             return exc.code, body, None
         except (URLError, socket.timeout, OSError, http.client.HTTPException, ValueError) as exc:
             return None, b"", describe(exc)
+
+
+# The options behind StreamBudget's bounds, named in its messages.
+STREAM_OPTIONS = {"events": "max_stream_events", "bytes": "max_response_bytes", "deadline": "request_timeout"}
 
 
 def describe(exc):
@@ -290,7 +312,8 @@ def complete(client, params, model):
         return judge_completion(parse_completion(body), latency, params["min_tokens_per_second"]), None
 
     state = StreamState()
-    budget = StreamBudget(params["max_stream_events"], params["max_response_bytes"], params["request_timeout"], start)
+    budget = StreamBudget(params["max_stream_events"], params["max_response_bytes"], params["request_timeout"], start,
+                          options=STREAM_OPTIONS)
     try:
         resp = client.open("POST", "/v1/chat/completions", payload)
         while True:
@@ -306,7 +329,7 @@ def complete(client, params, model):
         failure = auth_failure(exc.code, "/v1/chat/completions")
         if failure:
             raise failure
-        raise ApiError("/v1/chat/completions answered HTTP %d: %s" % (exc.code, excerpt(read_bounded(exc.read, client.max_bytes, "/v1/chat/completions"))))
+        raise ApiError("/v1/chat/completions answered HTTP %d: %s" % (exc.code, excerpt(read_bounded(exc.read, client.max_bytes, "/v1/chat/completions", "max_response_bytes"))))
     except (URLError, socket.timeout, OSError, http.client.HTTPException) as exc:
         raise ApiError("/v1/chat/completions (stream): %s after %.1f s" % (describe(exc), time.monotonic() - start))
     latency = time.monotonic() - start

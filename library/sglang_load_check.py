@@ -264,7 +264,7 @@ import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.bwfleet_api import auth_failure, excerpt, parse_models, pick_model
+from ansible.module_utils.bwfleet_api import auth_failure, excerpt, parse_models, pick_model, read_bounded
 from ansible.module_utils.bwfleet_load import (
     MAX_BODY_BYTES,
     ApiError,
@@ -356,9 +356,7 @@ class Runner:
                     self.stop.set()
                 return outcome(index, False, time.monotonic() - start, error=http_error(resp.status, body))
             if not stream:
-                body = resp.read(MAX_BODY_BYTES + 1)
-                if len(body) > MAX_BODY_BYTES:
-                    raise ApiError("the answer exceeded %d MiB" % (MAX_BODY_BYTES // (1024 * 1024)))
+                body = read_bounded(resp.read, MAX_BODY_BYTES, "/v1/chat/completions")
                 tokens, source, error = judge_body(body)
                 return outcome(index, error is None, time.monotonic() - start, None, tokens, source, error)
             reader, lines = StreamReader(), LineSplitter()

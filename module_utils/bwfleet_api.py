@@ -22,22 +22,33 @@ class ApiError(Exception):
     """A definite failure: the message says what was seen and what to do."""
 
 
-def read_bounded(read, limit, what):
-    """Read a body through read(n) (a file-like's read), at most `limit` bytes, else ApiError."""
+def _named(option):
+    """' (option)' when the caller names the option that sets a bound, so the message says what to raise."""
+    return " (%s)" % option if option else ""
+
+
+def read_bounded(read, limit, what, option=None):
+    """Read a body through read(n) (a file-like's read), at most `limit` bytes, else ApiError.
+
+    `option` names the caller's option behind `limit`, if it has one (messages never name
+    another module's options)."""
     body = read(limit + 1)
     if body is not None and len(body) > limit:
-        raise ApiError("%s answered more than %d bytes (max_response_bytes): not an answer this check expects" % (what, limit))
+        raise ApiError("%s answered more than %d bytes%s: not an answer this check expects" % (what, limit, _named(option)))
     return body or b""
 
 
 class StreamBudget:
-    """Bounds one streamed answer: events, bytes and wall time."""
+    """Bounds one streamed answer: events, bytes and wall time. A bound of None is not checked
+    (a caller with its own overall deadline passes deadline_seconds=None). `options` maps
+    'events', 'bytes' and 'deadline' to the caller's option names, for the messages."""
 
-    def __init__(self, max_events, max_bytes, deadline_seconds, started):
+    def __init__(self, max_events, max_bytes, deadline_seconds, started, options=None):
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.deadline_seconds = deadline_seconds
-        self.deadline = started + deadline_seconds
+        self.deadline = None if deadline_seconds is None else started + deadline_seconds
+        self.options = options or {}
         self.events = 0
         self.bytes = 0
 
@@ -48,13 +59,13 @@ class StreamBudget:
     def take(self, line, now):
         self.bytes += len(line)
         if self.bytes > self.max_bytes:
-            raise ApiError("the stream carried more than %d bytes (max_response_bytes) without finishing" % self.max_bytes)
+            raise ApiError("the stream carried more than %d bytes%s without finishing" % (self.max_bytes, _named(self.options.get("bytes"))))
         if line.strip():
             self.events += 1
-        if self.events > self.max_events:
-            raise ApiError("the stream carried more than %d events (max_stream_events) without [DONE]" % self.max_events)
-        if now > self.deadline:
-            raise ApiError("the stream did not finish within %s s (request_timeout)" % self.deadline_seconds)
+        if self.max_events is not None and self.events > self.max_events:
+            raise ApiError("the stream carried more than %d events%s without [DONE]" % (self.max_events, _named(self.options.get("events"))))
+        if self.deadline is not None and now > self.deadline:
+            raise ApiError("the stream did not finish within %s s%s" % (self.deadline_seconds, _named(self.options.get("deadline"))))
 
 
 def excerpt(body, limit=300):

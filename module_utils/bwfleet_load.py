@@ -16,6 +16,7 @@ import ssl
 
 from ansible.module_utils.bwfleet_api import (
     ApiError,
+    StreamBudget,
     StreamState,
     chat_request,
     excerpt,
@@ -181,13 +182,12 @@ class StreamReader:
         self.state = StreamState()
         self.done = False
         self.error = None
-        self.bytes = 0
+        # bwfleet_api's bound on bytes; no event bound and no deadline: the runner's timeouts bound time.
+        self.budget = StreamBudget(None, MAX_STREAM_BYTES, None, 0.0)
 
     def feed_line(self, raw, now):
         """-> False once the stream is over (done, or an error event)."""
-        self.bytes += len(raw)
-        if self.bytes > MAX_STREAM_BYTES:
-            raise ApiError("the stream exceeded %d MiB" % (MAX_STREAM_BYTES // (1024 * 1024)))
+        self.budget.take(raw, now)
         event = parse_sse_event(raw.decode("utf-8", "replace"))
         if event == "done":
             self.done = True

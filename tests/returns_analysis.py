@@ -5,7 +5,7 @@ into it: keyword names, dict literals, `dict(...)`, a variable's subscript assig
 (`result["k"] = ...`, also inside tuple targets), `.update(...)` and `.setdefault(...)`, calls
 of functions and methods defined in the module or imported from module_utils (their `return`
 values, with the call's arguments bound to the parameters; `a, b = f()` takes the matching
-element). Anything else raises Unresolvable naming the line, so a new construct makes the test
+element), and a nested function's free variables to the enclosing function (a closure). Anything else raises Unresolvable naming the line, so a new construct makes the test
 fail loudly rather than pass with keys it never saw.
 """
 
@@ -39,8 +39,9 @@ class _Source:
 class _Scope:
     """A function body being read, with its parameters bound to the caller's expressions."""
 
-    def __init__(self, source, func, bindings=None, depth=0):
+    def __init__(self, source, func, bindings=None, depth=0, enclosing=None):
         self.source, self.func, self.bindings, self.depth = source, func, bindings or {}, depth
+        self.enclosing = enclosing  # the scope of the function this one is nested in, if any
 
     def where(self, node):
         return "%s:%s" % (os.path.basename(self.source.path), getattr(node, "lineno", "?"))
@@ -139,6 +140,9 @@ class _Analysis:
                     if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
                         raise Unresolvable("%s: %s.setdefault with a key that is not a string literal" % (scope.where(stmt), name))
                     out.add(first.value)
+        if not found and scope.enclosing is not None and not _is_local(scope.func, name):
+            # A free variable of a nested function is the enclosing function's (Python's closure rule).
+            return self.variable_keys(name, scope.enclosing, node)
         if not found:
             raise Unresolvable("%s: cannot find where %s is built" % (scope.where(node), name))
         return out
@@ -193,6 +197,40 @@ def _is_none(node):
     return isinstance(node, ast.Constant) and node.value is None
 
 
+def _is_local(func, name):
+    """Is `name` a parameter of func, or bound in its own body (so not a free variable)?"""
+    args = func.args
+    params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    params += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+    if name in params:
+        return True
+    for node in _own_nodes(func):
+        if isinstance(node, (ast.Global, ast.Nonlocal)) and name in node.names:
+            return isinstance(node, ast.Global)
+        if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, (ast.Store, ast.Del)):
+            return True
+    return False
+
+
+def _scopes(src):
+    """Every function of the module with its scope; a nested function's scope knows its enclosing one."""
+    out = []
+
+    def visit(node, enclosing):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                scope = _Scope(src, child, enclosing=enclosing)
+                out.append(scope)
+                visit(child, scope)
+            elif isinstance(child, (ast.ClassDef, ast.Lambda)):
+                visit(child, None)  # a class body is no enclosing scope for its methods
+            else:
+                visit(child, enclosing)
+
+    visit(src.tree, None)
+    return out
+
+
 def _own_nodes(func):
     """The nodes of a function body, without those of nested functions and classes."""
     stack = list(func.body)
@@ -209,11 +247,10 @@ def result_keys(module_path, module_utils_dir):
     analysis = _Analysis(module_utils_dir)
     src = analysis.source(module_path)
     out, calls = set(), 0
-    for func in [n for n in ast.walk(src.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-        for node in _own_nodes(func):
+    for scope in _scopes(src):
+        for node in _own_nodes(scope.func):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("exit_json", "fail_json"):
                 calls += 1
-                scope = _Scope(src, func)
                 if node.args:
                     raise Unresolvable("%s: %s with positional arguments" % (scope.where(node), node.func.attr))
                 out |= analysis.keyword_keys(node.keywords, scope)

@@ -61,3 +61,31 @@ def test_follows_subscripts_update_calls_params_and_methods(tmp_path):
 def test_what_it_cannot_follow_is_an_error(tmp_path, body, why):
     with pytest.raises(Unresolvable, match=why):
         _module(tmp_path, body)
+
+
+def test_follows_a_closure_to_the_enclosing_function(tmp_path):
+    keys = _module(tmp_path, '''
+        def main(module):
+            result = dict(changed=False)
+            result["gpus"] = []
+
+            def run(args):
+                if args:
+                    module.fail_json(msg="hung", **result)
+                return 0
+
+            run(["-q"])
+            module.exit_json(**result)
+        ''')
+    assert keys == {"changed", "gpus", "msg"}
+
+
+@pytest.mark.parametrize("body", [
+    # a parameter of the nested function is not the enclosing function's variable
+    "def main(m):\n    r = dict(a=1)\n    def f(r):\n        m.fail_json(**r)\n    f(1)\n",
+    # neither is one assigned in the nested function from something it cannot follow
+    "def main(m):\n    r = dict(a=1)\n    def f():\n        r = build()\n        m.fail_json(**r)\n    f()\n",
+])
+def test_a_closure_does_not_hide_a_local_name(tmp_path, body):
+    with pytest.raises(Unresolvable):
+        _module(tmp_path, body)

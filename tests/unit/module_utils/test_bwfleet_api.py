@@ -127,29 +127,55 @@ def test_read_bounded():
     body = io.BytesIO(b"x" * 100)
     assert read_bounded(body.read, 100, "/v1/models") == b"x" * 100
     with pytest.raises(ApiError, match=r"/v1/models answered more than 99 bytes \(max_response_bytes\)"):
+        read_bounded(io.BytesIO(b"x" * 100).read, 99, "/v1/models", "max_response_bytes")
+    # Without an option name (sglang_load_check's fixed bound) the message names none.
+    with pytest.raises(ApiError, match=r"^/v1/models answered more than 99 bytes: "):
         read_bounded(io.BytesIO(b"x" * 100).read, 99, "/v1/models")
     assert read_bounded(io.BytesIO(b"").read, 10, "/health") == b""
 
 
+OPTIONS = {"events": "max_stream_events", "bytes": "max_response_bytes", "deadline": "request_timeout"}
+
+
 def test_stream_budget_events_bytes_and_time():
-    budget = StreamBudget(max_events=3, max_bytes=10000, deadline_seconds=60, started=0.0)
+    budget = StreamBudget(max_events=3, max_bytes=10000, deadline_seconds=60, started=0.0, options=OPTIONS)
     for _ in range(3):
         budget.take(b"data: {}\n", 1.0)
         budget.take(b"\n", 1.0)  # blank separators are not events
     with pytest.raises(ApiError, match=r"more than 3 events \(max_stream_events\)"):
         budget.take(b"data: {}\n", 1.0)
 
-    budget = StreamBudget(max_events=1000, max_bytes=20, deadline_seconds=60, started=0.0)
+    budget = StreamBudget(max_events=1000, max_bytes=20, deadline_seconds=60, started=0.0, options=OPTIONS)
     assert budget.line_limit() == 21
     budget.take(b"data: 0123456789\n", 1.0)
     assert budget.line_limit() == 4
-    with pytest.raises(ApiError, match=r"more than 20 bytes"):
+    with pytest.raises(ApiError, match=r"more than 20 bytes \(max_response_bytes\) without finishing"):
         budget.take(b"data: x\n", 1.0)
 
-    budget = StreamBudget(max_events=1000, max_bytes=10000, deadline_seconds=5, started=100.0)
+    budget = StreamBudget(max_events=1000, max_bytes=10000, deadline_seconds=5, started=100.0, options=OPTIONS)
     budget.take(b"data: {}\n", 104.0)
     with pytest.raises(ApiError, match=r"did not finish within 5 s \(request_timeout\)"):
         budget.take(b"data: {}\n", 105.5)
+
+
+def test_stream_budget_without_option_names_or_with_unchecked_bounds():
+    # sglang_load_check's use: a fixed byte bound, no event bound, no deadline (its runner bounds time).
+    budget = StreamBudget(max_events=None, max_bytes=30, deadline_seconds=None, started=0.0)
+    for _ in range(20):
+        budget.take(b"\n", 1e9)  # neither the event count nor the time is checked
+    budget.take(b"data: x\n", 1e9)
+    with pytest.raises(ApiError) as info:
+        budget.take(b"data: x\n", 1e9)
+    assert str(info.value) == "the stream carried more than 30 bytes without finishing"
+    budget = StreamBudget(max_events=1, max_bytes=1000, deadline_seconds=2, started=0.0)
+    budget.take(b"data: {}\n", 1.0)
+    with pytest.raises(ApiError) as info:
+        budget.take(b"data: {}\n", 1.0)
+    assert str(info.value) == "the stream carried more than 1 events without [DONE]"
+    budget = StreamBudget(max_events=10, max_bytes=1000, deadline_seconds=2, started=0.0)
+    with pytest.raises(ApiError) as info:
+        budget.take(b"data: {}\n", 3.0)
+    assert str(info.value) == "the stream did not finish within 2 s"
 
 
 def test_defaults_are_sane():

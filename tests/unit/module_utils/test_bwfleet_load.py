@@ -175,6 +175,20 @@ def test_stream_line_bounds():
         StreamReader().feed_line(b"data: {broken\n", 0.0)
 
 
+def test_stream_byte_bound_is_bwfleet_apis(monkeypatch):
+    # The whole-stream bound is bwfleet_api's StreamBudget (shared with sglang_api_check), with no
+    # event bound, no deadline of its own and no other module's option named in its message.
+    import ansible.module_utils.bwfleet_load as load
+
+    monkeypatch.setattr(load, "MAX_STREAM_BYTES", 40)
+    reader = StreamReader()
+    for _ in range(30):
+        assert reader.feed_line(b"\n", 1e9)  # blank lines: many events' worth, long past any deadline
+    with pytest.raises(ApiError) as info:
+        reader.feed_line(b'data: {"choices": []}\n', 1e9)
+    assert str(info.value) == "the stream carried more than 40 bytes without finishing"
+
+
 def test_plain_answers():
     body = ('{"choices":[{"finish_reason":"length","index":0,"message":{"content":"ee lee","role":"assistant"}}],'
             '"usage":{"completion_tokens":16,"prompt_tokens":20,"total_tokens":36}}')  # transformers serve 5.24, recorded
