@@ -22,7 +22,8 @@ def spec(role):
 
 
 def test_every_role_has_defaults_and_a_spec():
-    assert ROLES == ["docker", "nvidia_container_toolkit", "nvidia_driver", "preflight", "sglang_image", "sglang_service", "stack"]
+    assert ROLES == ["apt_repository", "docker", "nvidia_container_toolkit", "nvidia_driver", "preflight", "sglang_image",
+                     "sglang_service", "stack"]
     for role in ROLES:
         assert spec(role), role
 
