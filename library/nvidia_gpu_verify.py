@@ -169,6 +169,7 @@ pci_devices:
       class: "0x030000"
       driver: nvidia
       name: GeForce RTX 5090
+      blackwell: true
 kernel_module:
   description: V(open), V(proprietary) or V(unknown) (no module loaded or an unknown banner).
   returned: unless O(pci_only=true)

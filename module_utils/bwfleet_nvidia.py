@@ -218,6 +218,8 @@ def scan_pci(sysfs_pci_path):
                 "class": klass,
                 "name": KNOWN_DEVICES.get(device_id, "NVIDIA device %s" % device_id),
                 "driver": driver,
+                # The one place that knows which ids are Blackwell (open modules, branch >= 570 only).
+                "blackwell": device_id in BLACKWELL_CONSUMER_IDS,
             }
         )
     return devices

@@ -175,7 +175,17 @@ def test_scan_pci_tree_from_recorded_sysfs(tmp_path):
         "class": "0x030200",
         "name": "H100 80GB HBM3",
         "driver": "nvidia",
+        "blackwell": False,
     }
+
+
+def test_scan_pci_marks_the_blackwell_cards(tmp_path):
+    root = tmp_path / "devices"
+    root.mkdir()
+    write_device(root, "0000:01:00.0", "0x10de", "0x2b85", "0x030000")
+    write_device(root, "0000:02:00.0", "0x10de", "0x2b87", "0x030000")
+    assert [(d["name"], d["blackwell"]) for d in scan_pci(str(root))] == [
+        ("GeForce RTX 5090", True), ("GeForce RTX 5090 D", True)]
 
 
 def test_scan_pci_missing_folder_is_empty(tmp_path):
