@@ -43,6 +43,10 @@ uname -r > "$FIX/uname-r.txt"; cat /etc/os-release > "$FIX/os-release.txt"
   run "min_compute_capability=9.0 probe_python=$PY"
   run "min_compute_capability=9.0 probe_python=$PY require_sgl_kernel=false probe_capability=12.0"
   run "min_compute_capability=9.0 expected_gpu_count=2 min_driver_version=590.1"
+  # nvidia-smi under its bound (smi_timeout): a real, answering GPU passes well inside it.
+  run "min_compute_capability=9.0 smi_timeout=5"
+  # pci_only, as preflight uses it: the sysfs scan with the blackwell mark (false for an H100).
+  run "pci_only=true"
 } > "$OUT/verify.log" 2>&1
 tar -C "$(dirname "$FIX")" -czf "$OUT/fixtures.tar.gz" fixtures
 tail -c 6000 "$OUT/verify.log"
