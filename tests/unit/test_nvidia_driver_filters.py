@@ -137,3 +137,13 @@ def test_switching_back_from_590_removes_its_packages_and_its_branch_lock():
     state = nd.driver_state(dpkg, "nvidia-utils: /usr/bin/nvidia-smi", "580", ["nvidia-driver-580-open"])
     assert not state["ok"]
     assert state["other"] == ["nvidia-driver-pinning-590", "nvidia-open", "nvidia-utils"]
+
+
+def test_the_container_toolkits_held_packages_are_left_to_its_role():
+    dpkg = "\n".join([
+        "hold installed nvidia-container-toolkit 1.17.8-1 ",
+        "hold installed libnvidia-container1 1.17.8-1 ",
+        "hold installed nvidia-utils-580 580.105.08-0ubuntu1 ",
+    ])
+    state = nd.driver_state(dpkg, "nvidia-utils-580: /usr/bin/nvidia-smi", "580", ["nvidia-driver-580-open"])
+    assert state["ok"] and state["unhold"] == [] and state["hold"] == [] and state["other"] == []

@@ -42,6 +42,8 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
         ({"nvidia_driver_branch": "latest"}, 'nvidia_driver_branch must be a three-digit branch such as "570"'),
         ({"preflight_min_memory_mb": "lots"}, "preflight_min_memory_mb"),
         ({"nvidia_driver_source": "ppa"}, "nvidia_driver_source"),
+        ({"nvidia_driver_server": True}, "the -server and signed variants are Ubuntu's builds (nvidia_driver_source: distro)"),
+        ({"nvidia_driver_kernel_modules": "signed"}, "the -server and signed variants are Ubuntu's builds"),
         ({"sglang_service_instances": [{"name": "Main GPU", "port": 8000}]}, "unique lower-case names"),
         ({"preflight_disk_requirements": [{"path": "/var/lib/docker", "min_free_gb": 100000, "why": "the image"}]},
          "the image needs 100000 GB: free space or move it to a larger disk"),
@@ -81,6 +83,31 @@ def test_changing_one_argument_restarts_exactly_once(host):
     assert invocation(host) == second
 
 
+def unit_and_container(host, name):
+    return (host.check_output("systemctl show -p InvocationID --value sglang-%s" % name),
+            host.check_output("docker inspect -f '{{.Id}} {{.State.StartedAt}}' sglang-%s" % name))
+
+
+def test_trap5_changing_one_instance_leaves_the_other_running(host):
+    # A unit change means a daemon-reload: with Docker's cgroupfs driver (test_10) it cannot take the
+    # GPUs from running containers, and the role restarts only the instance whose unit changed.
+    # (The lab has no real device cgroup to lose: what is tested is the choice and the isolation.)
+    instances = [{"name": "main", "gpus": "0", "port": 8002}, {"name": "aux", "gpus": "1", "port": 8001}]
+    main, aux = unit_and_container(host, "main"), unit_and_container(host, "aux")
+    try:
+        rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_instances": instances})
+        assert rc == 0, out[-3000:]
+        assert unit_and_container(host, "main")[0] != main[0], "main's unit changed but main was not restarted"
+        assert unit_and_container(host, "aux") == aux, "aux was restarted or its container replaced"
+        assert "ExecStart=" in host.check_output("systemctl cat sglang-main") and ":8002:" in host.check_output(
+            "systemctl show -p ExecStart --value sglang-main")
+        assert host.run("curl -sf --max-time 10 http://127.0.0.1:8001/health").rc == 0, "aux stopped answering"
+    finally:
+        rc, out = playbook("site.yml", "--tags", "sglang_service")
+        assert rc == 0, out[-3000:]
+    assert unit_and_container(host, "aux") == aux
+
+
 def test_killed_container_comes_back(host):
     old = host.check_output("docker inspect -f '{{.Id}}' sglang-main")
     host.run("docker kill sglang-main")
@@ -94,13 +121,16 @@ def test_killed_container_comes_back(host):
 
 
 def test_driver_branch_upgrade_570_to_580(host):
+    # NVIDIA's newest 580 (the lab's stand-in repository), which the pin prefers over Ubuntu's 580.
+    policy = host.check_output("apt-cache policy nvidia-driver-580-open")
+    new = next(l.split()[-1] for l in policy.splitlines() if "Candidate:" in l).split("-")[0]
     # 1. Reboots not allowed: the new branch is installed, the old module stays loaded, and
     #    the role says so instead of checking a GPU it cannot use yet.
     rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580", "nvidia_driver_reboot": False})
     assert rc == 0, out[-4000:]
     text = " ".join(out.split())
     assert "REBOOT PENDING on %s: the loaded kernel module (570." % HOST in text
-    assert "is not the installed driver (580.95.05)" in text
+    assert "is not the installed driver (%s)" % new in text
     smi = host.run("nvidia-smi")
     assert smi.rc == 18 and "Driver/library version mismatch" in smi.stdout  # what an operator would see
     assert host.package("nvidia-driver-580-open").is_installed
@@ -111,11 +141,14 @@ def test_driver_branch_upgrade_570_to_580(host):
     rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580"})
     assert rc == 0, out[-4000:]
     assert "Reboot (the loaded kernel module (570." in out
-    assert "580.95.05" in host.file("/run/bwlab/nvidia/version").content_string
+    assert new in host.file("/run/bwlab/nvidia/version").content_string
     assert host.service("nvidia-persistenced").is_running
+    assert "Enabled" in host.check_output("nvidia-smi --query-gpu=persistence_mode --format=csv,noheader")
+    held = [p for p in host.check_output("apt-mark showhold").split() if "nvidia-container" not in p]
+    assert "nvidia-utils-580" in held and not [p for p in held if "570" in p]
 
     # 3. The CDI spec follows the driver, and the service is back after the reboot.
     rc, out = playbook("site.yml", "--tags", "nvidia_container_toolkit", extra={"nvidia_driver_branch": "580"})
     assert rc == 0, out[-4000:]
-    assert "libcuda.so.580.95.05" in host.file("/etc/cdi/nvidia.yaml").content_string
+    assert "libcuda.so.%s" % new in host.file("/etc/cdi/nvidia.yaml").content_string
     assert wait_api(host, 180), "the service did not come back after the reboot"

@@ -14,7 +14,8 @@ except ImportError:  # the unit tests run without Ansible's error classes too
     AnsibleFilterError = ValueError
 
 # Packages that make up a driver install: the ones the role holds, and walks when it looks for a culprit.
-DRIVER_PACKAGE = re.compile(r"^(nvidia|libnvidia|linux-modules-nvidia|xserver-xorg-video-nvidia)[-a-z0-9.+]*$")
+# (The container toolkit's nvidia-container-*/libnvidia-container* are not the driver's: its role holds them.)
+DRIVER_PACKAGE = re.compile(r"^(?!(lib)?nvidia-container)(nvidia|libnvidia|linux-modules-nvidia|xserver-xorg-video-nvidia)[-a-z0-9.+]*$")
 
 
 def variant(flavour, server=False, kernel_modules="dkms"):
@@ -34,8 +35,8 @@ def driver_packages(schemes, source, branch, flavour="open", server=False, kerne
         raise AnsibleFilterError("nvidia_driver_branch must be a number such as 580, got %r" % (branch,))
     entries = [e for e in (schemes or {}).get(source, []) if int(e.get("from", 0)) <= number]
     if not entries:
-        raise AnsibleFilterError("nvidia_driver_package_schemes has no entry for source %r at branch %s: add one"
-                                 % (source, branch))
+        raise AnsibleFilterError("nvidia_driver_package_schemes has no entry for nvidia_driver_source %r at branch %s:"
+                                 " use cuda_repo or distro, or add an entry" % (source, branch))
     entry = max(entries, key=lambda e: int(e.get("from", 0)))
     key = variant(flavour, server, kernel_modules)
     if key not in entry:
@@ -106,8 +107,8 @@ def driver_state(dpkg_text, smi_owner, branch, requested, source="cuda_repo"):
     result["other"] = sorted(n for n, p in installed.items()
                              if DRIVER_PACKAGE.match(n) and package_branch(n, p["version"]) not in (None, branch)
                              and n not in requested)
-    result["unhold"] = sorted(n for n, p in packages.items()
-                              if p["want"] == "hold" and DRIVER_PACKAGE.match(n) and n not in ours)
+    result["unhold"] = sorted(n for n, p in packages.items() if p["want"] == "hold" and DRIVER_PACKAGE.match(n)
+                              and n not in ours and package_branch(n, p["version"]) not in (None, branch))
     return result
 
 
