@@ -122,7 +122,7 @@ def test_toolkit_pinned_not_newest_and_held(host, name):
 
 
 def test_cdi_spec_matches_the_driver(host):
-    driver = host.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader")
+    driver = host.check_output("nvidia-smi --query-gpu=driver_version --format=csv,noheader").splitlines()[0]
     assert "libcuda.so.%s" % driver in host.file("/etc/cdi/nvidia.yaml").content_string
 
 

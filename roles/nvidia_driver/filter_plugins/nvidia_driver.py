@@ -32,7 +32,8 @@ def driver_packages(schemes, source, branch, flavour="open", server=False, kerne
     try:
         number = int(str(branch))
     except ValueError:
-        raise AnsibleFilterError("nvidia_driver_branch must be a number such as 580, got %r" % (branch,))
+        return []  # validate.yml refuses the branch itself, with the fix
+
     entries = [e for e in (schemes or {}).get(source, []) if int(e.get("from", 0)) <= number]
     if not entries:
         raise AnsibleFilterError("nvidia_driver_package_schemes has no entry for nvidia_driver_source %r at branch %s:"
