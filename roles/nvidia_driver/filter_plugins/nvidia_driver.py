@@ -34,7 +34,9 @@ def driver_packages(schemes, source, branch, flavour="open", server=False, kerne
     except ValueError:
         return []  # validate.yml refuses the branch itself, with the fix
 
-    entries = [e for e in (schemes or {}).get(source, []) if int(e.get("from", 0)) <= number]
+    if source not in (schemes or {}):
+        return []  # the argument spec refuses an unknown nvidia_driver_source, with its choices
+    entries = [e for e in schemes[source] if int(e.get("from", 0)) <= number]
     if not entries:
         raise AnsibleFilterError("nvidia_driver_package_schemes has no entry for nvidia_driver_source %r at branch %s:"
                                  " use cuda_repo or distro, or add an entry" % (source, branch))
