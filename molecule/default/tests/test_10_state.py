@@ -127,7 +127,7 @@ def test_cdi_spec_matches_the_driver(host):
 
 
 def test_gpu_container_sees_the_gpu(host):
-    out = host.check_output("docker run --rm --runtime nvidia --gpus all bwfleet-lab/debian12:latest nvidia-smi -L")
+    out = host.check_output("docker run --rm --runtime nvidia --gpus all bwfleet-lab/ubuntu2204:latest nvidia-smi -L")
     assert out.startswith("GPU 0: NVIDIA GeForce RTX 5090")
 
 
