@@ -70,19 +70,6 @@ def wait_api(host, seconds=120):
     return False
 
 
-def test_changing_one_argument_restarts_exactly_once(host):
-    args = ["/models/tiny-qwen3", "--device", "cpu", "--log-level", "info"]
-    first = invocation(host)
-    rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
-    assert rc == 0, out[-3000:]
-    second = invocation(host)
-    assert second != first
-    assert json.loads(host.check_output("docker inspect sglang-main"))[0]["Config"]["Cmd"][3:5] == ["--log-level", "info"]
-    rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
-    assert rc == 0 and recap(out, HOST)["changed"] == 0
-    assert invocation(host) == second
-
-
 def unit_and_container(host, name):
     return (host.check_output("systemctl show -p InvocationID --value sglang-%s" % name),
             host.check_output("docker inspect -f '{{.Id}} {{.State.StartedAt}}' sglang-%s" % name))
@@ -92,6 +79,7 @@ def test_trap5_changing_one_instance_leaves_the_other_running(host):
     # A unit change means a daemon-reload: with Docker's cgroupfs driver (test_10) it cannot take the
     # GPUs from running containers, and the role restarts only the instance whose unit changed.
     # (The lab has no real device cgroup to lose: what is tested is the choice and the isolation.)
+    # Runs on the converged state: before test_changing_one_argument, whose arguments apply to both.
     instances = [{"name": "main", "gpus": "0", "port": 8002}, {"name": "aux", "gpus": "1", "port": 8001}]
     main, aux = unit_and_container(host, "main"), unit_and_container(host, "aux")
     try:
@@ -106,6 +94,19 @@ def test_trap5_changing_one_instance_leaves_the_other_running(host):
         rc, out = playbook("site.yml", "--tags", "sglang_service")
         assert rc == 0, out[-3000:]
     assert unit_and_container(host, "aux") == aux
+
+
+def test_changing_one_argument_restarts_exactly_once(host):
+    args = ["/models/tiny-qwen3", "--device", "cpu", "--log-level", "info"]
+    first = invocation(host)
+    rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
+    assert rc == 0, out[-3000:]
+    second = invocation(host)
+    assert second != first
+    assert json.loads(host.check_output("docker inspect sglang-main"))[0]["Config"]["Cmd"][3:5] == ["--log-level", "info"]
+    rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_args": args})
+    assert rc == 0 and recap(out, HOST)["changed"] == 0
+    assert invocation(host) == second
 
 
 def test_killed_container_comes_back(host):
