@@ -5,26 +5,17 @@ dpkg state after `apt install nvidia-driver-570-open` without a pin is built fro
 meets exactly what a real box would have (trap 1 of issue 11).
 """
 
-import importlib.util
 import os
 
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, load_source
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "ubuntu-jammy", "jammy-updates-restricted.Packages")
 
 
-def _load():
-    path = os.path.join(ROOT, "roles", "nvidia_driver", "filter_plugins", "nvidia_driver.py")
-    spec = importlib.util.spec_from_file_location("nvidia_driver_filters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-nd = _load()
+nd = load_source("nvidia_driver_filters", "roles", "nvidia_driver", "filter_plugins", "nvidia_driver.py")
 with open(os.path.join(ROOT, "roles", "nvidia_driver", "defaults", "main.yml")) as _handle:
     SCHEMES = yaml.safe_load(_handle)["nvidia_driver_package_schemes"]
 

@@ -1,7 +1,6 @@
 """The stack recipes (stacks/*.yml): one file per stack, read the same way by roles, tests and scripts."""
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -11,21 +10,13 @@ import sys
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, load_source
 
 STACKS = os.path.join(ROOT, "stacks")
 SEED = "sglang-0.5.2-cu128-sm120"
 
 
-def _loader():
-    path = os.path.join(ROOT, "roles", "stack", "lookup_plugins", "bwfleet_stack.py")
-    spec = importlib.util.spec_from_file_location("bwfleet_stack", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-stack = _loader()
+stack = load_source("bwfleet_stack", "roles", "stack", "lookup_plugins", "bwfleet_stack.py")
 RECIPES = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(STACKS, "*.yml")))
 
 # role variable -> where the selected recipe holds its value: the roles keep no second copy.
