@@ -30,7 +30,6 @@ from lab_run import INVENTORY, ROOT, playbook  # noqa: E402
 REPORTS = os.path.join(ROOT, ".cache", "fleet-drill-reports")
 V2 = os.path.join("molecule", "fleet", "vars", "stack-v2.yml")
 V3 = os.path.join("molecule", "fleet", "vars", "stack-v3-broken.yml")
-DRIVER_570 = os.path.join("molecule", "fleet", "vars", "driver-570-verify-fails.yml")
 HOSTS = ["bwmol-fleet-1", "bwmol-fleet-2", "bwmol-fleet-3"]
 V2_ARGS = ["/models/tiny-qwen3", "--device", "cpu", "--log-level", "info"]
 
@@ -179,7 +178,8 @@ def test_a_driver_branch_change_rolls_one_host_at_a_time_and_a_failed_verify_goe
     third_before = (invocation("bwmol-fleet-3"), third.check_output("systemctl show -p ActiveEnterTimestamp --value docker"),
                     third.check_output("stat -c %Z /proc/1"))
     since = int(time.time()) - 1
-    rc, out = rollout("-e", "@" + DRIVER_570, timeout=1800)
+    rc, out = playbook("molecule/fleet/driver-drill.yml", "-e", "rollout_report_dir=" + REPORTS, "-e", "rollout_serial=1",
+                       "-e", "rollout_load_check=false", timeout=1800)
     until = int(time.time()) + 1
     doc, rows = report()
     text = " ".join(out.split())
