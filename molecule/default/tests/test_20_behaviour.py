@@ -100,8 +100,8 @@ def test_driver_branch_upgrade_570_to_580(host):
     rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580"})
     assert rc != 0
     text = " ".join(out.split())
-    assert "serves (deployment records in /etc/sglang) and this run would change its host stack: " in text, out[-3000:]
-    assert "driver package nvidia-driver-580-open" in text and "playbooks/rollout.yml" in text
+    assert "serves (deployment records /etc/sglang/main.json) and this run would change its host stack: " in text, out[-3000:]
+    assert "nvidia-driver-580" in text and "playbooks/rollout.yml" in text
     assert snapshot(host) == before
     assert host.package("nvidia-driver-570-open").is_installed
 
