@@ -64,6 +64,11 @@ options:
       - The image must already be on the host; it is never pulled.
       - Mutually exclusive with O(probe_python).
     type: str
+  image_python:
+    description:
+      - The interpreter the probe runs with inside O(image) (the stack recipe's C(image.python)).
+    type: str
+    default: python3
   probe_python:
     description:
       - Run the in-image probe with this Python interpreter on the host instead of in an image.
@@ -284,7 +289,7 @@ def run_probe_in_image(module, params):
         client.images.get(params["image"])  # never pull: verify what is on this host
         kwargs = {
             "image": params["image"],
-            "entrypoint": ["python3", "-c", probe_source()],
+            "entrypoint": [params["image_python"], "-c", probe_source()],
             "detach": True,
             "labels": {"io.bwfleet.probe": "1"},
         }
@@ -349,6 +354,7 @@ def main():
             min_memory_mib=dict(type="int"),
             pci_only=dict(type="bool", default=False),
             image=dict(type="str"),
+            image_python=dict(type="str", default="python3"),
             probe_python=dict(type="path"),
             probe_runtime=dict(type="str", default="nvidia"),
             probe_gpus=dict(type="str", default="all"),

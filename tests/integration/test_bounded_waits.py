@@ -13,7 +13,7 @@ from servers.control import Server, free_port
 from servers.front import ECHO
 from test_nvidia_gpu_verify_module import Box
 
-BASE_IMAGE = "bwfleet-lab/debian12:latest"
+BASE_IMAGE = "bwfleet-lab/ubuntu2204:latest"
 HANG_IMAGE = "bwfleet-authtest/hang:python3-sleeps"
 
 

@@ -23,7 +23,7 @@ from servers.front import FAKE, FRONT, KEY
 
 PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 RENDER = os.path.join(ROOT, "tests", "playbooks", "render_service.yml")
-BASE_IMAGE = "bwfleet-lab/debian12:latest"
+BASE_IMAGE = "bwfleet-lab/ubuntu2204:latest"
 IMAGE = "bwfleet-authtest/engine:fake-sglang"
 
 

@@ -1,5 +1,5 @@
-"""labctl's OS profiles: Ubuntu 22.04 (opt-in until the lab moves to it) and Debian 12, keyring checked,
-no silent fallback."""
+"""labctl's OS profiles: Ubuntu 22.04 (the default, what CI proves) and Debian 12 (opt-in), keyring
+checked, no silent fallback."""
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -22,10 +22,16 @@ def load(monkeypatch, **env):
     return module
 
 
-def test_default_profile_is_what_the_lab_runs_today(monkeypatch):
+def test_default_profile_is_the_fleets_os(monkeypatch):
     monkeypatch.delenv("LAB_OS", raising=False)
     labctl = load(monkeypatch)
-    assert labctl.LAB_OS == "debian12" and labctl.IMAGE_REPO == "bwfleet-lab/debian12" and labctl.SUITE == "bookworm"
+    assert labctl.LAB_OS == "ubuntu2204" and labctl.IMAGE_REPO == "bwfleet-lab/ubuntu2204" and labctl.SUITE == "jammy"
+
+
+def test_debian12_is_a_second_profile(monkeypatch):
+    labctl = load(monkeypatch, LAB_OS="debian12")
+    assert labctl.IMAGE_REPO == "bwfleet-lab/debian12" and labctl.SUITE == "bookworm"
+    assert labctl.SERVING_BASE_OS == "ubuntu2204"  # the serving image's base stays jammy
 
 
 def test_jammy_profile_is_like_a_fresh_install(monkeypatch):

@@ -42,6 +42,8 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
         ({"nvidia_driver_branch": "latest"}, 'nvidia_driver_branch must be a three-digit branch such as "570"'),
         ({"preflight_min_memory_mb": "lots"}, "preflight_min_memory_mb"),
         ({"nvidia_driver_source": "ppa"}, "nvidia_driver_source"),
+        ({"nvidia_driver_server": True}, "the -server and signed variants are Ubuntu's builds (nvidia_driver_source: distro)"),
+        ({"nvidia_driver_kernel_modules": "signed"}, "the -server and signed variants are Ubuntu's builds"),
         ({"sglang_service_instances": [{"name": "Main GPU", "port": 8000}]}, "unique lower-case names"),
         ({"preflight_disk_requirements": [{"path": "/var/lib/docker", "min_free_gb": 100000, "why": "the image"}]},
          "the image needs 100000 GB: free space or move it to a larger disk"),
@@ -81,6 +83,31 @@ def test_changing_one_argument_restarts_exactly_once(host):
     assert invocation(host) == second
 
 
+def unit_and_container(host, name):
+    return (host.check_output("systemctl show -p InvocationID --value sglang-%s" % name),
+            host.check_output("docker inspect -f '{{.Id}} {{.State.StartedAt}}' sglang-%s" % name))
+
+
+def test_trap5_changing_one_instance_leaves_the_other_running(host):
+    # A unit change means a daemon-reload: with Docker's cgroupfs driver (test_10) it cannot take the
+    # GPUs from running containers, and the role restarts only the instance whose unit changed.
+    # (The lab has no real device cgroup to lose: what is tested is the choice and the isolation.)
+    instances = [{"name": "main", "gpus": "0", "port": 8002}, {"name": "aux", "gpus": "1", "port": 8001}]
+    main, aux = unit_and_container(host, "main"), unit_and_container(host, "aux")
+    try:
+        rc, out = playbook("site.yml", "--tags", "sglang_service", extra={"sglang_service_instances": instances})
+        assert rc == 0, out[-3000:]
+        assert unit_and_container(host, "main")[0] != main[0], "main's unit changed but main was not restarted"
+        assert unit_and_container(host, "aux") == aux, "aux was restarted or its container replaced"
+        assert "ExecStart=" in host.check_output("systemctl cat sglang-main") and ":8002:" in host.check_output(
+            "systemctl show -p ExecStart --value sglang-main")
+        assert host.run("curl -sf --max-time 10 http://127.0.0.1:8001/health").rc == 0, "aux stopped answering"
+    finally:
+        rc, out = playbook("site.yml", "--tags", "sglang_service")
+        assert rc == 0, out[-3000:]
+    assert unit_and_container(host, "aux") == aux
+
+
 def test_killed_container_comes_back(host):
     old = host.check_output("docker inspect -f '{{.Id}}' sglang-main")
     host.run("docker kill sglang-main")
@@ -94,6 +121,9 @@ def test_killed_container_comes_back(host):
 
 
 def test_driver_branch_upgrade_570_to_580(host):
+    # NVIDIA's newest 580 (the lab's stand-in repository), which the pin prefers over Ubuntu's 580.
+    policy = host.check_output("apt-cache policy nvidia-driver-580-open")
+    new = next(l.split()[-1] for l in policy.splitlines() if "Candidate:" in l).split("-")[0]
     # 1. The host serves: site.yml refuses to move its driver (a reboot) and names the rollout;
     #    nothing changes, the 570 module stays loaded.
     before = snapshot(host)
@@ -101,20 +131,21 @@ def test_driver_branch_upgrade_570_to_580(host):
     assert rc != 0
     text = " ".join(out.split())
     assert "serves (deployment records /etc/sglang/main.json) and this run would change its host stack: " in text, out[-3000:]
-    assert "nvidia-driver-580" in text and "playbooks/rollout.yml" in text
+    assert ("branch 580" in text or "nvidia-driver-580" in text) and "playbooks/rollout.yml" in text
     assert snapshot(host) == before
     assert host.package("nvidia-driver-570-open").is_installed
 
-    # 2. The rollout moves it: the hold on 570 released, 580 installed and held, the reboot, the
-    #    new module loaded, the persistence daemon running, the CDI spec following the driver, the
-    #    service gated again.
+    # 2. The rollout moves it: the holds on 570 released, 580 installed and held, the reboot, the
+    #    new module loaded, persistence on, the CDI spec following the driver, the service gated again.
     rc, out = playbook("playbooks/rollout.yml", extra={"nvidia_driver_branch": "580", "rollout_load_check": False})
     assert rc == 0, out[-4000:]
     assert "Reboot (the loaded kernel module (570." in out
-    assert "580.95.05" in host.file("/run/bwlab/nvidia/version").content_string
+    assert new in host.file("/run/bwlab/nvidia/version").content_string
     assert host.package("nvidia-driver-580-open").is_installed
     assert not host.package("nvidia-driver-570-open").is_installed  # the hold on 570 was released, not "held broken"
-    assert "hold" in host.check_output("dpkg --get-selections nvidia-driver-580-open")
     assert host.service("nvidia-persistenced").is_running
-    assert "libcuda.so.580.95.05" in host.file("/etc/cdi/nvidia.yaml").content_string
+    assert "Enabled" in host.check_output("nvidia-smi --query-gpu=persistence_mode --format=csv,noheader")
+    held = [p for p in host.check_output("apt-mark showhold").split() if "nvidia-container" not in p]
+    assert "nvidia-utils-580" in held and not [p for p in held if "570" in p]
+    assert "libcuda.so.%s" % new in host.file("/etc/cdi/nvidia.yaml").content_string
     assert wait_api(host, 180), "the service did not come back after the reboot"
