@@ -125,31 +125,28 @@ def test_driver_branch_upgrade_570_to_580(host):
     # NVIDIA's newest 580 (the lab's stand-in repository), which the pin prefers over Ubuntu's 580.
     policy = host.check_output("apt-cache policy nvidia-driver-580-open")
     new = next(l.split()[-1] for l in policy.splitlines() if "Candidate:" in l).split("-")[0]
-    # 1. Reboots not allowed: the new branch is installed, the old module stays loaded, and
-    #    the role says so instead of checking a GPU it cannot use yet.
-    rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580", "nvidia_driver_reboot": False})
-    assert rc == 0, out[-4000:]
-    text = " ".join(out.split())
-    assert "REBOOT PENDING on %s: the loaded kernel module (570." % HOST in text
-    assert "is not the installed driver (%s)" % new in text
-    smi = host.run("nvidia-smi")
-    assert smi.rc == 18 and "Driver/library version mismatch" in smi.stdout  # what an operator would see
-    assert host.package("nvidia-driver-580-open").is_installed
-    assert not host.package("nvidia-driver-570-open").is_installed  # the hold on 570 was released, not "held broken"
-    assert "hold" in host.check_output("dpkg --get-selections nvidia-driver-580-open")
-
-    # 2. Reboots allowed: the role reboots and the new module is loaded.
+    # 1. The host serves: site.yml refuses to move its driver (a reboot) and names the rollout;
+    #    nothing changes, the 570 module stays loaded.
+    before = snapshot(host)
     rc, out = playbook("site.yml", "--tags", "nvidia_driver", extra={"nvidia_driver_branch": "580"})
+    assert rc != 0
+    text = " ".join(out.split())
+    assert "serves (deployment records /etc/sglang/main.json) and this run would change its host stack: " in text, out[-3000:]
+    assert ("branch 580" in text or "nvidia-driver-580" in text) and "playbooks/rollout.yml" in text
+    assert snapshot(host) == before
+    assert host.package("nvidia-driver-570-open").is_installed
+
+    # 2. The rollout moves it: the holds on 570 released, 580 installed and held, the reboot, the
+    #    new module loaded, persistence on, the CDI spec following the driver, the service gated again.
+    rc, out = playbook("playbooks/rollout.yml", extra={"nvidia_driver_branch": "580", "rollout_load_check": False})
     assert rc == 0, out[-4000:]
     assert "Reboot (the loaded kernel module (570." in out
     assert new in host.file("/run/bwlab/nvidia/version").content_string
+    assert host.package("nvidia-driver-580-open").is_installed
+    assert not host.package("nvidia-driver-570-open").is_installed  # the hold on 570 was released, not "held broken"
     assert host.service("nvidia-persistenced").is_running
     assert "Enabled" in host.check_output("nvidia-smi --query-gpu=persistence_mode --format=csv,noheader")
     held = [p for p in host.check_output("apt-mark showhold").split() if "nvidia-container" not in p]
     assert "nvidia-utils-580" in held and not [p for p in held if "570" in p]
-
-    # 3. The CDI spec follows the driver, and the service is back after the reboot.
-    rc, out = playbook("site.yml", "--tags", "nvidia_container_toolkit", extra={"nvidia_driver_branch": "580"})
-    assert rc == 0, out[-4000:]
     assert "libcuda.so.%s" % new in host.file("/etc/cdi/nvidia.yaml").content_string
     assert wait_api(host, 180), "the service did not come back after the reboot"

@@ -7,11 +7,15 @@ stops, reports it, and leaves every host either on what it ran or on the new sta
   - the controller is interrupted during a gate, then the rollout is run again: it rolls back to
     the record (the last deployment that passed a gate), not to the unit left on disk;
   - a host is unreachable mid-rollout: the rollout stops there, reports it, and the host after
-    it is untouched.
+    it is untouched;
+  - the driver branch moves (580 -> 570) one host per batch, each with a reboot; one host fails its
+    GPU verify after the reboot and goes back to 580 (reboot again); the rollout stops there and
+    the host after it is untouched (not rebooted, Docker and SGLang not restarted).
 """
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +30,7 @@ from lab_run import INVENTORY, ROOT, playbook  # noqa: E402
 REPORTS = os.path.join(ROOT, ".cache", "fleet-drill-reports")
 V2 = os.path.join("molecule", "fleet", "vars", "stack-v2.yml")
 V3 = os.path.join("molecule", "fleet", "vars", "stack-v3-broken.yml")
+HOSTS = ["bwmol-fleet-1", "bwmol-fleet-2", "bwmol-fleet-3"]
 V2_ARGS = ["/models/tiny-qwen3", "--device", "cpu", "--log-level", "info"]
 
 
@@ -151,6 +156,68 @@ def test_an_unreachable_host_stops_the_rollout_and_is_reported():
     assert invocation("bwmol-fleet-3") == third
     assert "bwmol-fleet-2 is unreachable" in " ".join(out.split())
     assert answers("bwmol-fleet-1") and answers("bwmol-fleet-2")
+
+
+def loaded_driver(name):
+    """The driver version the (stand-in) kernel module loaded at boot."""
+    return re.search(r"\s(\d+\.\d+\.\d+)\s", host(name).file("/run/bwlab/nvidia/version").content_string).group(1)
+
+
+def watch_starts():
+    """Container starts (a lab reboot restarts the container), streamed while the rollout runs: the
+    daemon keeps only its last events, and a busy one drops the early ones before a later query."""
+    return subprocess.Popen(["docker", "events", "--filter", "event=start", "--format", "{{.TimeNano}} {{.Actor.Attributes.name}}"],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def starts(watcher):
+    watcher.terminate()
+    out, _ = watcher.communicate(timeout=30)
+    events = [(int(t) / 1e9, n) for t, n in (line.split() for line in out.splitlines() if line.strip())]
+    return sorted(e for e in events if e[1] in HOSTS)
+
+
+def test_a_driver_branch_change_rolls_one_host_at_a_time_and_a_failed_verify_goes_back():
+    assert {loaded_driver(h).split(".")[0] for h in HOSTS} == {"580"}
+    third = host("bwmol-fleet-3")
+    third_before = (invocation("bwmol-fleet-3"), third.check_output("systemctl show -p ActiveEnterTimestamp --value docker"),
+                    third.check_output("stat -c %Z /proc/1"))
+    watcher = watch_starts()
+    rc, out = playbook("molecule/fleet/driver-drill.yml", "-e", "rollout_report_dir=" + REPORTS, "-e", "rollout_serial=1",
+                       "-e", "rollout_load_check=false", timeout=1800)
+    events = starts(watcher)
+    doc, rows = report()
+    text = " ".join(out.split())
+    assert rc != 0 and doc["status"] == "failed", out[-3000:]
+    # The canary moved to 570, rebooted, passed its gates.
+    assert rows["bwmol-fleet-1"]["result"] == "upgraded" and rows["bwmol-fleet-1"]["driver"].startswith("570.")
+    assert loaded_driver("bwmol-fleet-1").startswith("570.") and host("bwmol-fleet-1").package("nvidia-driver-570-open").is_installed
+    # The second failed its verify on 570 after the reboot and is back on 580, answering.
+    row = rows["bwmol-fleet-2"]
+    assert row["result"] == "rolled_back", row
+    assert "Verify GPUs" in row["reason"] and "575" in row["reason"], row["reason"]
+    assert row["driver"].startswith("580.") and loaded_driver("bwmol-fleet-2").startswith("580.")
+    assert host("bwmol-fleet-2").package("nvidia-driver-580-open").is_installed
+    assert "hold" in host("bwmol-fleet-2").check_output("dpkg --get-selections nvidia-driver-580-open")
+    assert answers("bwmol-fleet-2") and answers("bwmol-fleet-1")
+    assert "bwmol-fleet-2 failed on the new stack and was rolled back" in text
+    # Reboots one batch at a time: 1, then 2 (to 570), then 2 again (back to 580); never 3. The
+    # canary had passed its gate (its record is written at gate pass) before the second host rebooted.
+    assert [n for _, n in events] == ["bwmol-fleet-1", "bwmol-fleet-2", "bwmol-fleet-2"], events
+    record = json.loads(host("bwmol-fleet-1").check_output("cat /etc/sglang/main.json"))
+    driver = record["host_stack"]["driver"]
+    assert driver["branch"] == "570" and driver["version"].startswith("570.") and driver["package"] == "nvidia-utils-570", driver
+    assert record["host_stack"]["toolkit"]["version"], record["host_stack"]
+    gate_passed = int(host("bwmol-fleet-1").check_output("stat -c %Y /etc/sglang/main.json"))
+    assert events[0][0] < gate_passed <= events[1][0] + 1
+    # The host after it: not reached, not rebooted, Docker and SGLang not restarted, still on 580.
+    assert rows["bwmol-fleet-3"]["result"] == "not_reached"
+    assert (invocation("bwmol-fleet-3"), third.check_output("systemctl show -p ActiveEnterTimestamp --value docker"),
+            third.check_output("stat -c %Z /proc/1")) == third_before
+    assert loaded_driver("bwmol-fleet-3").startswith("580.")
+    # Put the canary back on the recipe's driver for whatever runs next (a rollout, one host).
+    rc, out = rollout("-e", "@" + V2, "-e", "rollout_hosts=bwmol-fleet-1", "-e", "rollout_load_check=false", timeout=900)
+    assert rc == 0 and loaded_driver("bwmol-fleet-1").startswith("580."), out[-3000:]
 
 
 @pytest.fixture(scope="module", autouse=True)
