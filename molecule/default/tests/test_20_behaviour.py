@@ -34,6 +34,36 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
     assert recap(out, HOST)["changed"] == 0
 
 
+def test_fast_path_when_nothing_changed_full_path_on_drift(host):
+    # Converge stamped the host and idempotence took the fast path; once more, timed against the
+    # full path, which must be idempotent on its own (changed=0 with every stage).
+    start = time.monotonic()
+    rc, out = playbook("site.yml")
+    fast = time.monotonic() - start
+    assert rc == 0, out[-3000:]
+    assert "fast path: as the run of " in out and "API answered" in out, out[-3000:]
+    assert recap(out, HOST)["changed"] == 0
+    assert "TASK [Verify | " not in out and "TASK [docker : " not in out  # no stage ran
+    start = time.monotonic()
+    rc, out = playbook("site.yml", extra={"site_fast_path": False})
+    full = time.monotonic() - start
+    assert rc == 0, out[-3000:]
+    assert "full path: site_fast_path is off" in out and "TASK [Verify | The API serves a real completion]" in out
+    assert recap(out, HOST)["changed"] == 0
+    assert fast < full  # the figures themselves: bench/run, docs/BENCHMARKS.md
+
+    # Drift: the aux instance stopped by hand. The full path names it, starts it (gated again), and
+    # the next run is fast again.
+    host.check_output("systemctl stop sglang-aux")
+    rc, out = playbook("site.yml")
+    assert rc == 0, out[-3000:]
+    text = " ".join(out.split())
+    assert "full path: " in text and "units sglang-aux.service: active/running/" in text, out[-3000:]
+    assert host.service("sglang-aux").is_running
+    rc, out = playbook("site.yml")
+    assert rc == 0 and "fast path: as the run of " in out, out[-3000:]
+
+
 @pytest.mark.parametrize(
     "extra,expected",
     [
