@@ -40,8 +40,12 @@ def answers(name, seconds=60):
 def v3():
     before = {h: running_image(h) for h in HOSTS}
     invocations = {h: host(h).check_output("systemctl show -p InvocationID --value sglang-main") for h in HOSTS}
+    for h in HOSTS:
+        host(h).check_output("rm -f /run/bwfleet-lb-state")
+    lb = os.path.join(ROOT, "molecule", "fleet", "lb")
     rc, out = playbook("playbooks/rollout.yml", "-e", "@molecule/fleet/vars/stack-v3-broken.yml",
-                       "-e", "rollout_report_dir=" + REPORTS, timeout=1500)
+                       "-e", "rollout_report_dir=" + REPORTS, "-e", "rollout_drain_tasks=" + os.path.join(lb, "drain.yml"),
+                       "-e", "rollout_undrain_tasks=" + os.path.join(lb, "undrain.yml"), timeout=1500)
     with open(os.path.join(REPORTS, "rollout.json")) as handle:
         report = {row["host"]: row for row in json.load(handle)["hosts"]}
     return {"rc": rc, "out": out, "before": before, "invocations": invocations, "report": report}
@@ -75,6 +79,13 @@ def test_failed_host_is_restored_and_answers(v3):
     assert answers("bwmol-fleet-2")
     record = json.loads(host("bwmol-fleet-2").file("/etc/sglang/main.json").content_string)
     assert record["image"] == v3["before"]["bwmol-fleet-2"]
+
+
+def test_a_failed_host_is_never_undrained(v3):
+    # The stand-in load balancer (molecule/fleet/lb): the canary went back into service, the host
+    # that failed (and was rolled back) stays out, the host after it was never drained.
+    state = {h: host(h).run("cat /run/bwfleet-lb-state").stdout.strip() for h in HOSTS}
+    assert state == {"bwmol-fleet-1": "in service", "bwmol-fleet-2": "drained", "bwmol-fleet-3": ""}, state
 
 
 def test_hosts_after_it_are_untouched(v3):
