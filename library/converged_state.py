@@ -152,6 +152,7 @@ import subprocess
 import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.bwfleet_dpkg import QUERY_FORMAT
 from ansible.module_utils.bwfleet_state import (
     compare, file_digests, fingerprint, parse_lines, parse_packages, parse_units)
 
@@ -170,7 +171,7 @@ def read_state(params):
     timeout = params["command_timeout"]
     state = {"files": file_digests(params["files"]), "kernel": os.uname().release}
     if params["packages"]:
-        _rc, out = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Package}|${Version}\\n"] + params["packages"], timeout)
+        _rc, out = run(["dpkg-query", "-W", "-f", QUERY_FORMAT] + params["packages"], timeout)
         state["packages"] = parse_packages(out)
     if params["units"]:
         _rc, out = run(["systemctl", "show", "-p", "Id", "-p", "ActiveState", "-p", "SubState", "-p", "InvocationID"]
