@@ -1,6 +1,6 @@
 # bw-fleet: the two commands of README.md, and the pieces they are made of.
 #   make lab    set up this machine, create the lab hosts, run site.yml on them
-#   make test   set up this machine, lint, unit + integration tests, molecule scenarios
+#   make test   set up this machine, lint, then unit + integration tests and the molecule scenarios at once
 #   make stack-check [STACK=<recipe>]   install the recipe's Python layer for real (about 10 GB, 5 min);
 #               must pass before a recipe change lands (docs/STACKS.md)
 SHELL := /bin/bash
@@ -10,16 +10,16 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONUNBUFFERED := 1
 
 LAB_HOSTS ?= 2
-SCENARIOS ?= default fleet
+SCENARIOS ?= fleet default
 
 export BWLAB_ROOT := $(CURDIR)
 
-.PHONY: lab test deps lab-image lab-up lab-down lint unit molecule bench clean stack-check
+.PHONY: lab test deps lab-image lab-up lab-down lint unit molecule check bench clean stack-check
 
 lab: deps lab-up
 	ansible-playbook site.yml -i inventories/lab
 
-test: deps lint lab-image unit molecule
+test: deps lint lab-image check
 
 deps:
 	./scripts/bootstrap
@@ -49,6 +49,10 @@ unit:
 
 molecule:
 	@for s in $(SCENARIOS); do echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+
+# pytest and the molecule scenarios at once, each into its own log (scripts/check says why).
+check:
+	SCENARIOS="$(SCENARIOS)" scripts/check
 
 STACK ?= sglang-0.5.2-cu128-sm120
 stack-check: deps

@@ -35,13 +35,8 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
 
 
 def test_fast_path_when_nothing_changed_full_path_on_drift(host):
-    # Molecule's converge and idempotence pass --skip-tags (molecule-notest), which always takes
-    # the full path and leaves no stamp: the first plain run stamps (changing nothing else), the
-    # next takes the fast path. Timed against the full path, which must be idempotent on its own.
-    rc, out = playbook("site.yml")
-    assert rc == 0, out[-3000:]
-    assert "full path: no record of a run that passed every stage" in " ".join(out.split()), out[-3000:]
-    assert recap(out, HOST)["changed"] == 1 and "changed: [%s]" % HOST in out.split("TASK [Fast path | Stamp]")[1]
+    # Molecule's converge ran every stage and stamped the host (its --skip-tags name tags no task
+    # carries), and its idempotence run took the fast path: the full path must be idempotent on its own.
     start = time.monotonic()
     rc, out = playbook("site.yml")
     fast = time.monotonic() - start
