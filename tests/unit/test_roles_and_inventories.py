@@ -86,7 +86,7 @@ def test_no_stand_in_reaches_a_role_or_the_production_inventory():
 
 def test_the_skip_tags_the_fast_path_ignores_are_on_no_task():
     # site.yml takes the fast path under --skip-tags made only of these: true only while nothing carries them.
-    inert = set(yaml.safe_load(open(os.path.join(ROOT, "playbooks", "site", "converged_vars.yml")))["site_inert_skip_tags"])
+    inert = set(load("playbooks", "site", "converged_vars.yml")["site_inert_skip_tags"])
     assert inert >= {"molecule-notest", "notest"}
     files = ["site.yml"] + [f for pattern in ("playbooks/**/*.yml", "roles/**/*.yml")
                             for f in glob.glob(os.path.join(ROOT, pattern), recursive=True)]
@@ -104,5 +104,5 @@ def test_the_skip_tags_the_fast_path_ignores_are_on_no_task():
                 walk(value, where)
 
     for path in files:
-        walk(yaml.safe_load(open(os.path.join(ROOT, path))), path)
+        walk(load(path), path)
     assert len(files) > 20 and not found, found
